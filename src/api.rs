@@ -1,0 +1,489 @@
+//! The `EventSourceMapping` API (`esm.dev/v1alpha1`).
+//!
+//! Field names follow Lambda's `CreateEventSourceMapping` parameters in camelCase, with
+//! "Function" spelled "Target". Everything the API server can check is in the schema (ranges)
+//! or in CEL rules (`x-kubernetes-validations`); the rest is checked by
+//! [`crate::controller::validate`] and reported in status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Lambda's default batch size for queues.
+pub const DEFAULT_SQS_BATCH_SIZE: u32 = 10;
+/// Lambda's default batch size for streams.
+pub const DEFAULT_STREAM_BATCH_SIZE: u32 = 100;
+/// Default per-call target timeout.
+pub const DEFAULT_TARGET_TIMEOUT_SECONDS: u32 = 30;
+/// Default number of concurrent batches one poller replica runs.
+pub const DEFAULT_BATCHES_PER_REPLICA: u32 = 10;
+
+/// Poll an SQS queue, Kinesis stream or DynamoDB stream and call an HTTP target with batches of
+/// records, the way an AWS Lambda event source mapping calls a function.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "esm.dev",
+    version = "v1alpha1",
+    kind = "EventSourceMapping",
+    namespaced,
+    shortname = "esm",
+    category = "all",
+    status = "EventSourceMappingStatus",
+    doc = "Polls an SQS queue, Kinesis stream or DynamoDB stream and calls an HTTP target synchronously with batches of records, like an AWS Lambda event source mapping.",
+    printcolumn(name = "Source", type_ = "string", json_path = ".status.sourceKind"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastProcessingResult"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.source.sqs) || has(self.startingPosition)").message("startingPosition is required for Kinesis and DynamoDB Streams sources").field_path(".startingPosition").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.source.sqs) || !has(self.startingPosition)").message("startingPosition is not allowed for SQS sources").field_path(".startingPosition").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.startingPosition) || self.startingPosition != 'AT_TIMESTAMP' || has(self.startingPositionTimestamp)").message("startingPositionTimestamp is required when startingPosition is AT_TIMESTAMP").field_path(".startingPositionTimestamp").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.startingPositionTimestamp) || (has(self.startingPosition) && self.startingPosition == 'AT_TIMESTAMP')").message("startingPositionTimestamp is only allowed with startingPosition AT_TIMESTAMP").field_path(".startingPositionTimestamp").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.startingPosition) || self.startingPosition != 'AT_TIMESTAMP' || has(self.source.kinesis)").message("startingPosition AT_TIMESTAMP is only supported for Kinesis sources").field_path(".startingPosition"),
+    validation = Rule::new("!has(self.source.sqs) || !self.source.sqs.queueUrl.endsWith('.fifo') || !has(self.batchSize) || self.batchSize <= 10").message("batchSize must be at most 10 for a FIFO queue").field_path(".batchSize"),
+    validation = Rule::new("!has(self.source.sqs) || !self.source.sqs.queueUrl.endsWith('.fifo') || !has(self.maximumBatchingWindowInSeconds) || self.maximumBatchingWindowInSeconds == 0").message("maximumBatchingWindowInSeconds is not supported for a FIFO queue").field_path(".maximumBatchingWindowInSeconds").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.source.sqs) || !has(self.batchSize) || self.batchSize <= 10 || (has(self.maximumBatchingWindowInSeconds) && self.maximumBatchingWindowInSeconds >= 1)").message("an SQS batchSize above 10 needs maximumBatchingWindowInSeconds of at least 1").field_path(".maximumBatchingWindowInSeconds").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.source.sqs) || !has(self.parallelizationFactor)").message("parallelizationFactor is only supported for Kinesis and DynamoDB Streams sources").field_path(".parallelizationFactor").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.source.sqs) || !has(self.maximumRetryAttempts)").message("maximumRetryAttempts is only supported for Kinesis and DynamoDB Streams sources (SQS retries through the queue's visibility timeout and redrive policy)").field_path(".maximumRetryAttempts").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.source.sqs) || !has(self.maximumRecordAgeInSeconds)").message("maximumRecordAgeInSeconds is only supported for Kinesis and DynamoDB Streams sources").field_path(".maximumRecordAgeInSeconds").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.source.sqs) || !has(self.bisectBatchOnTargetError)").message("bisectBatchOnTargetError is only supported for Kinesis and DynamoDB Streams sources").field_path(".bisectBatchOnTargetError").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.source.sqs) || !has(self.tumblingWindowInSeconds)").message("tumblingWindowInSeconds is only supported for Kinesis and DynamoDB Streams sources").field_path(".tumblingWindowInSeconds").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(self.source.sqs) || !has(self.scalingConfig)").message("scalingConfig is only supported for SQS sources (streams scale with their shards)").field_path(".scalingConfig").reason(Reason::FieldValueForbidden),
+)]
+pub struct EventSourceMappingSpec {
+    /// Where records come from: exactly one of `sqs`, `kinesis`, `dynamodbStreams`.
+    /// Immutable: create a new mapping to read another source.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable; create a new mapping to read another source"))]
+    pub source: Source,
+
+    /// The HTTP service called with each batch.
+    pub target: Target,
+
+    /// When false the pollers stop; checkpoints and queue contents are kept. Default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Maximum records per batch (1..10000). Default 10 for SQS, 100 for streams; FIFO queues at
+    /// most 10; an SQS value above 10 needs `maximumBatchingWindowInSeconds` >= 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub batch_size: Option<u32>,
+
+    /// Seconds to gather records before calling the target (0..300). Default 0: call as soon as
+    /// records arrive. Not supported for FIFO queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 300))]
+    pub maximum_batching_window_in_seconds: Option<u32>,
+
+    /// Where a stream starts reading when no checkpoint exists: LATEST, TRIM_HORIZON, or
+    /// AT_TIMESTAMP (Kinesis only). Required for streams, not allowed for SQS. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("startingPosition is immutable"))]
+    pub starting_position: Option<StartingPosition>,
+
+    /// RFC 3339 time to start from with AT_TIMESTAMP; not in the future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_position_timestamp: Option<Time>,
+
+    /// Streams: batches of one shard in flight at once (1..10). Records with the same partition
+    /// key (Kinesis) or item key (DynamoDB) stay in order. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub parallelization_factor: Option<u32>,
+
+    /// Streams: retries of a failed batch before it is discarded to the on-failure destination
+    /// (-1 = retry until the records expire (default), 0..10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1, max = 10000))]
+    pub maximum_retry_attempts: Option<i32>,
+
+    /// Streams: records older than this are discarded instead of sent (-1 = never (default), or
+    /// 60..604800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -1, max = 604800))]
+    #[x_kube(validation = Rule::new("self == -1 || self >= 60").message("maximumRecordAgeInSeconds must be -1 or between 60 and 604800"))]
+    pub maximum_record_age_in_seconds: Option<i32>,
+
+    /// Streams: split a failed batch in two and retry each half. Splits do not count against
+    /// `maximumRetryAttempts`. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bisect_batch_on_target_error: Option<bool>,
+
+    /// Response types the target may use. `ReportBatchItemFailures` lets a 2xx answer list the
+    /// records that failed: `{"batchItemFailures":[{"itemIdentifier":"..."}]}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1))]
+    pub target_response_types: Vec<TargetResponseType>,
+
+    /// Where a record of a discarded batch is described (streams: after retries or record age
+    /// run out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_config: Option<DestinationConfig>,
+
+    /// Only records matching one of these patterns are sent; others are dropped (SQS: deleted;
+    /// streams: checkpointed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_criteria: Option<FilterCriteria>,
+
+    /// Streams: seconds of a tumbling aggregation window carried between invocations of a shard
+    /// (0..900). Default 0: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 900))]
+    pub tumbling_window_in_seconds: Option<u32>,
+
+    /// SQS: limits on how far the pollers scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling_config: Option<ScalingConfig>,
+
+    /// Settings of the poller workload (Deployment) that runs this mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poller: Option<PollerSettings>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The event source: set exactly one field.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.sqs), has(self.kinesis), has(self.dynamodbStreams)].filter(x, x).size() == 1").message("exactly one of source.sqs, source.kinesis, source.dynamodbStreams must be set"))]
+pub struct Source {
+    /// An SQS standard or FIFO queue (FIFO when the URL ends in `.fifo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs: Option<SqsSource>,
+    /// A Kinesis data stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinesis: Option<KinesisSource>,
+    /// A DynamoDB stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamodb_streams: Option<DynamoDbStreamsSource>,
+}
+
+/// An SQS queue.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SqsSource {
+    /// Queue URL, e.g. `https://sqs.us-east-1.amazonaws.com/123456789012/orders.fifo`.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("queueUrl must be an http(s) URL"))]
+    pub queue_url: String,
+    /// AWS connection.
+    #[serde(flatten)]
+    pub aws: AwsConnection,
+}
+
+/// A Kinesis data stream, by ARN or by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.streamArn) != has(self.streamName)").message("exactly one of streamArn, streamName must be set"))]
+pub struct KinesisSource {
+    /// Stream ARN, `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('arn:')").message("streamArn must be an ARN (arn:aws:kinesis:...)"))]
+    pub stream_arn: Option<String>,
+    /// Stream name in the connection's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub stream_name: Option<String>,
+    /// AWS connection.
+    #[serde(flatten)]
+    pub aws: AwsConnection,
+}
+
+/// A DynamoDB stream.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamoDbStreamsSource {
+    /// Stream ARN, `arn:aws:dynamodb:REGION:ACCOUNT:table/TABLE/stream/LABEL`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('arn:')").message("streamArn must be an ARN (arn:aws:dynamodb:...)"))]
+    pub stream_arn: String,
+    /// AWS connection.
+    #[serde(flatten)]
+    pub aws: AwsConnection,
+}
+
+/// How to reach AWS: region, optional endpoint override, optional credentials Secret. Without a
+/// Secret the default AWS chain is used (env, web identity / IRSA, EKS pod identity).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsConnection {
+    /// AWS region, e.g. `us-east-1`. Default: from the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: Option<String>,
+    /// Endpoint override, e.g. a local emulator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("endpointUrl must be an http(s) URL"))]
+    pub endpoint_url: Option<String>,
+    /// A Secret in the mapping's namespace holding static credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<CredentialsSecretRef>,
+}
+
+/// A Secret with AWS credentials.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Secret name (same namespace as the mapping).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the access key id. Default `AWS_ACCESS_KEY_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_key: Option<String>,
+    /// Key holding the secret access key. Default `AWS_SECRET_ACCESS_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_key: Option<String>,
+    /// Key holding an optional session token. Default `AWS_SESSION_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token_key: Option<String>,
+}
+
+/// An HTTP endpoint: an in-cluster Service or a URL (exactly one).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.service) != has(self.url)").message("exactly one of service, url must be set"))]
+pub struct HttpEndpoint {
+    /// A Service, called as `http://NAME.NAMESPACE.svc:PORT/PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceReference>,
+    /// A full http(s) URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must be an http(s) URL"))]
+    pub url: Option<String>,
+}
+
+/// The target called with each batch.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Where to POST batches.
+    #[serde(flatten)]
+    pub endpoint: HttpEndpoint,
+    /// Per-call timeout in seconds (1..900). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 900))]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// A Service in the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceReference {
+    /// Service name.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Namespace of the Service. Default: the mapping's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// Service port (1..65535).
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Request path. Default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must start with /"))]
+    pub path: Option<String>,
+}
+
+/// Where reading starts when a shard has no checkpoint.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StartingPosition {
+    /// Only records added after the mapping starts.
+    Latest,
+    /// The oldest record still in the shard.
+    TrimHorizon,
+    /// The first record at or after `startingPositionTimestamp` (Kinesis only).
+    AtTimestamp,
+}
+
+/// Optional behaviours of the target's answer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetResponseType {
+    /// A 2xx answer may list failed records in `batchItemFailures`.
+    ReportBatchItemFailures,
+}
+
+/// Destinations for records the mapping gives up on.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationConfig {
+    /// Receives an invocation record for each discarded batch.
+    pub on_failure: OnFailureDestination,
+}
+
+/// An SQS queue or an HTTP endpoint (exactly one).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.sqs) != has(self.http)").message("exactly one of onFailure.sqs, onFailure.http must be set"))]
+pub struct OnFailureDestination {
+    /// An SQS queue that receives the invocation records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs: Option<SqsSource>,
+    /// An HTTP endpoint that receives the invocation records by POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpEndpoint>,
+}
+
+/// EventBridge-style filter patterns, ORed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FilterCriteria {
+    /// Up to 5 filters; a record is sent when any of them matches.
+    #[schemars(length(max = 5))]
+    pub filters: Vec<Filter>,
+}
+
+/// One filter.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    /// A JSON pattern, e.g. `{"body":{"type":["order"]}}`.
+    #[schemars(length(min = 2, max = 4096))]
+    pub pattern: String,
+}
+
+/// Scaling limits for SQS.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingConfig {
+    /// Most batches in flight at once across all replicas (2..1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 1000))]
+    pub maximum_concurrency: Option<u32>,
+}
+
+/// The poller workload.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PollerSettings {
+    /// Concurrent batches one replica runs (1..100). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub batches_per_replica: Option<u32>,
+    /// Container resources. Default: the operator's configured poller resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Poller image. Default: the operator's own image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// ServiceAccount the pollers run as (e.g. one annotated for IRSA). Default: one the operator
+    /// creates for this mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+    /// Node selector for the poller pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for the poller pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// Lifecycle states, as Lambda shows them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Creating,
+    Enabling,
+    Enabled,
+    Disabling,
+    Disabled,
+    Updating,
+    Deleting,
+}
+
+/// Which kind of source a mapping reads.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    #[serde(rename = "SQS")]
+    Sqs,
+    #[serde(rename = "SQS-FIFO")]
+    SqsFifo,
+    Kinesis,
+    DynamoDBStreams,
+}
+
+/// Observed state of a mapping.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSourceMappingStatus {
+    /// Lifecycle state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// Why the state last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_transition_reason: Option<String>,
+    /// Outcome of the latest processing: "OK", "No records processed" or "PROBLEM: ...".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_processing_result: Option<String>,
+    /// The source kind, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_kind: Option<SourceKind>,
+    /// Desired poller replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Poller replicas that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready and other conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+impl EventSourceMappingSpec {
+    /// The kind of source, from the one source field that is set.
+    pub fn source_kind(&self) -> Option<SourceKind> {
+        let source = &self.source;
+        match (&source.sqs, &source.kinesis, &source.dynamodb_streams) {
+            (Some(sqs), None, None) if sqs.queue_url.ends_with(".fifo") => Some(SourceKind::SqsFifo),
+            (Some(_), None, None) => Some(SourceKind::Sqs),
+            (None, Some(_), None) => Some(SourceKind::Kinesis),
+            (None, None, Some(_)) => Some(SourceKind::DynamoDBStreams),
+            _ => None,
+        }
+    }
+
+    /// Batch size with Lambda's source-dependent default.
+    pub fn effective_batch_size(&self) -> u32 {
+        self.batch_size.unwrap_or(if self.source.sqs.is_some() {
+            DEFAULT_SQS_BATCH_SIZE
+        } else {
+            DEFAULT_STREAM_BATCH_SIZE
+        })
+    }
+
+    pub fn batches_per_replica(&self) -> u32 {
+        self.poller
+            .as_ref()
+            .and_then(|p| p.batches_per_replica)
+            .unwrap_or(DEFAULT_BATCHES_PER_REPLICA)
+    }
+
+    pub fn reports_batch_item_failures(&self) -> bool {
+        self.target_response_types
+            .contains(&TargetResponseType::ReportBatchItemFailures)
+    }
+}
+
+impl SourceKind {
+    pub fn is_stream(self) -> bool {
+        matches!(self, SourceKind::Kinesis | SourceKind::DynamoDBStreams)
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", esm_operator::crd::crd_yaml());
+}
