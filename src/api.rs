@@ -38,7 +38,8 @@ pub const DEFAULT_BATCHES_PER_REPLICA: u32 = 10;
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastProcessingResult"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name must be at most 52 characters: it names the poller workload (esm-NAME)")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -452,7 +453,9 @@ impl EventSourceMappingSpec {
     pub fn source_kind(&self) -> Option<SourceKind> {
         let source = &self.source;
         match (&source.sqs, &source.kinesis, &source.dynamodb_streams) {
-            (Some(sqs), None, None) if sqs.queue_url.ends_with(".fifo") => Some(SourceKind::SqsFifo),
+            (Some(sqs), None, None) if sqs.queue_url.ends_with(".fifo") => {
+                Some(SourceKind::SqsFifo)
+            }
             (Some(_), None, None) => Some(SourceKind::Sqs),
             (None, Some(_), None) => Some(SourceKind::Kinesis),
             (None, None, Some(_)) => Some(SourceKind::DynamoDBStreams),
@@ -485,5 +488,25 @@ impl EventSourceMappingSpec {
 impl SourceKind {
     pub fn is_stream(self) -> bool {
         matches!(self, SourceKind::Kinesis | SourceKind::DynamoDBStreams)
+    }
+
+    /// The record key that holds the source's data, as filters see it.
+    pub fn data_key(self) -> &'static str {
+        match self {
+            SourceKind::Sqs | SourceKind::SqsFifo => "body",
+            SourceKind::Kinesis => "data",
+            SourceKind::DynamoDBStreams => "dynamodb",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SourceKind::Sqs => "SQS",
+            SourceKind::SqsFifo => "SQS FIFO",
+            SourceKind::Kinesis => "Kinesis",
+            SourceKind::DynamoDBStreams => "DynamoDB Streams",
+        })
     }
 }

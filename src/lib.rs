@@ -1,5 +1,11 @@
 //! esm-operator: Lambda-style event source mappings for Kubernetes services.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
+pub mod controller;
 pub mod crd;
+pub mod error;
+pub mod filter;
+pub mod metrics;
+pub mod telemetry;

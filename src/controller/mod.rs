@@ -1,0 +1,179 @@
+//! The controller: watches mappings and reconciles each into its poller workload.
+pub mod build;
+mod reconcile;
+pub mod scaling;
+pub mod status;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::ApiResource;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+pub use self::build::PollerConfig;
+pub use self::reconcile::FIELD_MANAGER;
+use crate::admin::{self, Readiness};
+use crate::api::EventSourceMapping;
+use crate::error::Error;
+use crate::metrics::ControllerMetrics;
+
+/// First delay after a failed reconciliation; doubles per consecutive failure of that object.
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// Shared by every reconciliation.
+pub struct Context {
+    pub client: Client,
+    pub poller: PollerConfig,
+    pub metrics: ControllerMetrics,
+    recorder: Recorder,
+    /// Consecutive failures per object, for per-object exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, poller: PollerConfig, metrics: ControllerMetrics) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            poller,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an event; a failure to do so is logged, never fails the reconciliation.
+    async fn publish(&self, event: &Event, reference: &ObjectReference) {
+        if let Err(err) = self.recorder.publish(event, reference).await {
+            tracing::warn!(error = %err, reason = %event.reason, "could not publish event");
+        }
+    }
+
+    fn succeeded(&self, mapping: &EventSourceMapping) {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .remove(&object_key(mapping.namespace(), &mapping.name_any()));
+    }
+
+    /// The next delay for an object that failed again.
+    fn backoff(&self, key: String) -> Duration {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let count = failures.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        backoff_delay(*count)
+    }
+}
+
+fn object_key(namespace: Option<String>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or_default())
+}
+
+/// Exponential backoff: 2 s, 4 s, 8 s, ... capped at 5 minutes.
+pub fn backoff_delay(consecutive_failures: u32) -> Duration {
+    let exponent = consecutive_failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+}
+
+fn error_policy(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error);
+    let delay = ctx.backoff(object_key(object.namespace(), &object.name_any()));
+    tracing::warn!(
+        namespace = object.namespace().unwrap_or_default(),
+        name = %object.name_any(),
+        %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// The mapping resource, watched untyped so one malformed object is reported instead of
+/// breaking the whole watch.
+fn mapping_resource() -> ApiResource {
+    ApiResource::erase::<EventSourceMapping>(&())
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(
+    client: Client,
+    poller: PollerConfig,
+    admin_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let metrics = ControllerMetrics::new();
+    let readiness = Readiness::default();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let admin = tokio::spawn(admin::serve(
+        admin_addr,
+        metrics.registry.clone(),
+        readiness.clone(),
+        wait_for(shutdown_rx),
+    ));
+    wait_for_crd(&client).await;
+    readiness.set(true);
+
+    let resource = mapping_resource();
+    let mappings: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let ctx = Arc::new(Context::new(client.clone(), poller, metrics));
+    Controller::new_with(mappings, watcher::Config::default(), resource)
+        .owns(Api::<Deployment>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+                Err(err) => tracing::debug!(error = %err, "reconcile stream"),
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    let _ = shutdown_tx.send(true);
+    admin.await??;
+    Ok(())
+}
+
+async fn wait_for(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Waits until the CRD is served, saying what is missing meanwhile.
+async fn wait_for_crd(client: &Client) {
+    let api: Api<EventSourceMapping> = Api::all(client.clone());
+    loop {
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot list EventSourceMappings; is the CRD installed (crds/esm.dev_eventsourcemappings.yaml)?");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(2));
+        assert_eq!(backoff_delay(2), Duration::from_secs(4));
+        assert_eq!(backoff_delay(5), Duration::from_secs(32));
+        assert_eq!(backoff_delay(9), Duration::from_secs(300));
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
+    }
+}

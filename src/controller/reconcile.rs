@@ -1,0 +1,247 @@
+//! One reconciliation: parse -> validate -> build -> apply (server-side apply) -> status.
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::{Timestamp, ToSpan};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+
+use super::Context;
+use super::build::{self, Children};
+use super::status::{self, Observation, Workload};
+use super::validate::{self, InvalidSpec};
+use crate::api::{EventSourceMapping, EventSourceMappingStatus};
+use crate::error::Result;
+
+/// The one field manager for everything the controller applies.
+pub const FIELD_MANAGER: &str = "esm-operator";
+/// Re-check even without a watch event, to repair drift of children that are not watched.
+const RESYNC: Duration = Duration::from_secs(300);
+
+pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = object.namespace().unwrap_or_default();
+    let _timer = ctx.metrics.reconcile_started(&namespace);
+    let mapping = match validate::parse(&object) {
+        Ok(mapping) => mapping,
+        Err(invalid) => return report_malformed(&object, &invalid, &ctx).await,
+    };
+    let now = now();
+    let validation = validate::validate(&mapping, now);
+    let observation = match (&validation, mapping.meta().deletion_timestamp.is_some()) {
+        (_, true) => Observation::Deleting,
+        (Err(invalid), false) => Observation::Invalid(invalid),
+        (Ok(()), false) => {
+            let children = build::build(&mapping, &ctx.poller);
+            let deployment = apply_children(&mapping, &children, &ctx).await?;
+            Observation::Running(observe(&deployment))
+        }
+    };
+    let next = status::next_status(&mapping, observation, now);
+    update_status(&mapping, next, &ctx).await?;
+    ctx.succeeded(&mapping);
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Whole seconds: the API server stores condition times at that precision, so a status computed
+/// twice compares equal and is not rewritten.
+fn now() -> Timestamp {
+    let now = Timestamp::now();
+    now.checked_sub(now.subsec_nanosecond().nanoseconds())
+        .unwrap_or(now)
+}
+
+async fn apply_children(
+    mapping: &EventSourceMapping,
+    children: &Children,
+    ctx: &Context,
+) -> Result<Deployment> {
+    let namespace = mapping.namespace().unwrap_or_default();
+    let client = &ctx.client;
+    let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    let child_name = build::child_name(&mapping.name_any());
+    match &children.service_account {
+        Some(account) => {
+            apply(&service_accounts, account).await?;
+        }
+        // The mapping now names its own ServiceAccount: remove the one made for it before.
+        None => match service_accounts
+            .delete(&child_name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => return Err(err.into()),
+        },
+    }
+    apply(
+        &Api::<Role>::namespaced(client.clone(), &namespace),
+        &children.role,
+    )
+    .await?;
+    apply(
+        &Api::<RoleBinding>::namespaced(client.clone(), &namespace),
+        &children.role_binding,
+    )
+    .await?;
+    apply(
+        &Api::<Deployment>::namespaced(client.clone(), &namespace),
+        &children.deployment,
+    )
+    .await
+}
+
+/// Server-side apply; the API server leaves an unchanged object untouched (no new
+/// resourceVersion), so repeating it is free.
+async fn apply<K>(api: &Api<K>, object: &K) -> Result<K>
+where
+    K: Resource + Serialize + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(&name, &params, &Patch::Apply(object)).await?)
+}
+
+fn observe(deployment: &Deployment) -> Workload {
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0)
+        >= deployment.metadata.generation.unwrap_or(0)
+        && status.observed_generation.is_some();
+    Workload {
+        desired,
+        current: status.replicas.unwrap_or(0),
+        ready: status.ready_replicas.unwrap_or(0),
+        rolled_out: observed && status.updated_replicas.unwrap_or(0) >= desired,
+    }
+}
+
+async fn update_status(
+    mapping: &EventSourceMapping,
+    next: EventSourceMappingStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let previous = mapping.status.clone().unwrap_or_default();
+    if previous == next {
+        return Ok(());
+    }
+    let api: Api<EventSourceMapping> =
+        Api::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "esm.dev/v1alpha1",
+        "kind": "EventSourceMapping",
+        "status": next,
+    });
+    api.patch_status(
+        &mapping.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    if previous.state != next.state || ready_reason(&previous) != ready_reason(&next) {
+        let warning = ready_reason(&next) == Some("InvalidSpec");
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: if warning {
+                "InvalidSpec".into()
+            } else {
+                format!("{:?}", next.state.expect("next status has a state"))
+            },
+            note: next.state_transition_reason.clone(),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        ctx.publish(&event, &mapping.object_ref(&())).await;
+    }
+    Ok(())
+}
+
+fn ready_reason(status: &EventSourceMappingStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| c.reason.as_str())
+}
+
+/// A stored object that does not fit the API types (written under an older or looser CRD):
+/// say which field in an event and in its status, and wait for it to be fixed.
+async fn report_malformed(
+    object: &DynamicObject,
+    invalid: &InvalidSpec,
+    ctx: &Context,
+) -> Result<Action> {
+    let name = object.name_any();
+    let namespace = object.namespace().unwrap_or_default();
+    tracing::warn!(%namespace, %name, error = %invalid, "malformed mapping");
+    let already = object
+        .data
+        .pointer("/status/conditions")
+        .and_then(|c| c.as_array())
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c["type"] == status::READY
+                    && c["reason"] == "MalformedSpec"
+                    && c["message"] == invalid.to_string()
+            })
+        });
+    if !already {
+        let mut conditions = Vec::new();
+        status::set_condition(
+            &mut conditions,
+            status::READY,
+            "False",
+            "MalformedSpec",
+            &invalid.to_string(),
+            object.metadata.generation,
+            now(),
+        );
+        let patch = json!({
+            "apiVersion": "esm.dev/v1alpha1",
+            "kind": "EventSourceMapping",
+            "status": {
+                "lastProcessingResult": format!("PROBLEM: malformed spec: {invalid}"),
+                "conditions": conditions,
+                "observedGeneration": object.metadata.generation,
+            },
+        });
+        let api: Api<EventSourceMapping> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("esm.dev/v1alpha1".into()),
+            kind: Some("EventSourceMapping".into()),
+            name: Some(name.clone()),
+            namespace: Some(namespace),
+            uid: object.metadata.uid.clone(),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "MalformedSpec".into(),
+            note: Some(invalid.to_string()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        ctx.publish(&event, &reference).await;
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,75 @@
+//! Prometheus metrics of the controller.
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::error::Error;
+
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    pub registry: Registry,
+    reconciles: IntCounterVec,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl ControllerMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new("esm_controller_reconciles_total", "Reconciliations run"),
+            &["namespace"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "esm_controller_reconcile_errors_total",
+                "Reconciliations that failed, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "esm_controller_reconcile_duration_seconds",
+                "Time a reconciliation took",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &[],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(duration.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+        }
+    }
+
+    /// Counts a reconciliation and times it until the returned guard drops.
+    pub fn reconcile_started(&self, namespace: &str) -> prometheus::HistogramTimer {
+        self.reconciles.with_label_values(&[namespace]).inc();
+        self.duration
+            .with_label_values(&[] as &[&str])
+            .start_timer()
+    }
+
+    pub fn reconcile_failed(&self, error: &Error) {
+        self.errors.with_label_values(&[error.metric_label()]).inc();
+    }
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
