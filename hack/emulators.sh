@@ -27,7 +27,8 @@
 #   dynamodb -> ESM_DYNAMODB_ENDPOINT  DynamoDB Local; DynamoDB Streams on the same endpoint
 #
 # Default state dir: $ESM_EMULATORS_STATE or <cache>/emulators/state.
-# Logs: <state>/<name>.log.
+# Logs: <state>/<name>.log. Versions, ports, quirks: hack/emulators/README.md.
+# Smoke test: hack/emulators/smoke.py (run with <cache>/emulators/venv/bin/python).
 set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -340,7 +341,12 @@ cmd_status() {
 
 # ------------------------------------------------------------------- stop ---
 
-group_alive() { kill -0 -- "-$1" 2>/dev/null; }
+# True while process group $1 has a live (non-zombie) member. Zombies are ignored:
+# the emulators are reparented to init, which may reap them late.
+group_alive() {
+  kill -0 -- "-$1" 2>/dev/null || return 1
+  ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
 
 stop_one() {
   local state="$1" name="$2" quiet="${3:-}" pid="" i
@@ -374,7 +380,7 @@ cmd_stop() {
 }
 
 usage() {
-  sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
 }
 
 main() {

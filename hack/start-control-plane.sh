@@ -75,7 +75,13 @@ start etcd \
   --unsafe-no-fsync \
   --log-level=warn
 
+# Start the apiserver only once etcd listens (else it logs a burst of dial errors).
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$ETCD_PORT") 2>/dev/null && break; sleep 0.1; done
+(exec 3<>"/dev/tcp/127.0.0.1/$ETCD_PORT") 2>/dev/null || fail "etcd is not listening on 127.0.0.1:$ETCD_PORT"
+
 # No kubelet: the ServiceAccount admission plugin is off so pods need no token.
+# --endpoint-reconciler-type=none: the "kubernetes" Endpoints may not hold a
+# loopback address (it would fail every 10s), and nothing in-cluster needs it.
 # --cert-dir: the apiserver self-signs a serving cert for 127.0.0.1/localhost there.
 start kube-apiserver \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -89,7 +95,8 @@ start kube-apiserver \
   --service-account-signing-key-file="$STATE/pki/sa.key" \
   --token-auth-file="$STATE/pki/tokens.csv" \
   --authorization-mode=RBAC \
-  --disable-admission-plugins=ServiceAccount
+  --disable-admission-plugins=ServiceAccount \
+  --endpoint-reconciler-type=none
 
 # Wait for the self-signed serving cert, then write the kubeconfig that trusts it.
 for _ in $(seq 100); do [[ -s $STATE/pki/apiserver.crt ]] && break; sleep 0.2; done

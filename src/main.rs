@@ -1,7 +1,9 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use esm_operator::controller::{self, PollerConfig};
+use esm_operator::admin::{self, Readiness};
+use esm_operator::controller::{self, ControllerConfig, PollerConfig};
+use esm_operator::metrics::ControllerMetrics;
 use esm_operator::telemetry::{self, LogFormat};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
@@ -58,6 +60,9 @@ struct ControllerArgs {
     /// Address of the admin server (/metrics, /healthz, /readyz).
     #[arg(long, env = "ESM_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: SocketAddr,
+    /// Watch mappings of this namespace only (default: all namespaces).
+    #[arg(long, env = "ESM_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
 }
 
 fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
@@ -81,9 +86,36 @@ async fn main() -> anyhow::Result<()> {
                 default_resources: args.poller_resources,
                 log_format: cli.log_format,
             };
+            let metrics = ControllerMetrics::new();
+            let readiness = Readiness::default();
+            let admin = tokio::spawn(admin::serve(
+                args.admin_addr,
+                metrics.registry.clone(),
+                readiness.clone(),
+                shutdown_signal(),
+            ));
             match args.pollers {
-                PollerMode::Deployments => controller::run(client, poller, args.admin_addr).await,
+                PollerMode::Deployments => {
+                    let config = ControllerConfig {
+                        poller,
+                        watch_namespace: args.watch_namespace,
+                    };
+                    controller::run(client, config, metrics, readiness, shutdown_signal()).await
+                }
             }
+            admin.await??;
+            Ok(())
         }
     }
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown signal received");
 }

@@ -1,4 +1,5 @@
 //! Prometheus metrics of the controller.
+use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::error::Error;
@@ -61,6 +62,16 @@ impl ControllerMetrics {
         self.duration
             .with_label_values(&[] as &[&str])
             .start_timer()
+    }
+
+    /// Reconciliations run so far (all namespaces).
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
     }
 
     pub fn reconcile_failed(&self, error: &Error) {

@@ -6,7 +6,6 @@ pub mod status;
 pub mod validate;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use kube::{Client, ResourceExt};
 
 pub use self::build::PollerConfig;
 pub use self::reconcile::FIELD_MANAGER;
-use crate::admin::{self, Readiness};
+use crate::admin::Readiness;
 use crate::api::EventSourceMapping;
 use crate::error::Error;
 use crate::metrics::ControllerMetrics;
@@ -30,6 +29,14 @@ use crate::metrics::ControllerMetrics;
 /// First delay after a failed reconciliation; doubles per consecutive failure of that object.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How the controller runs; from flags and the Helm chart.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    pub poller: PollerConfig,
+    /// Watch only this namespace instead of the whole cluster.
+    pub watch_namespace: Option<String>,
+}
 
 /// Shared by every reconciliation.
 pub struct Context {
@@ -108,30 +115,35 @@ fn mapping_resource() -> ApiResource {
     ApiResource::erase::<EventSourceMapping>(&())
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
+/// Runs the controller until `shutdown` resolves; readiness turns true once mappings can be
+/// listed (the CRD is installed and RBAC allows it).
 pub async fn run(
     client: Client,
-    poller: PollerConfig,
-    admin_addr: SocketAddr,
-) -> anyhow::Result<()> {
-    let metrics = ControllerMetrics::new();
-    let readiness = Readiness::default();
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let admin = tokio::spawn(admin::serve(
-        admin_addr,
-        metrics.registry.clone(),
-        readiness.clone(),
-        wait_for(shutdown_rx),
-    ));
-    wait_for_crd(&client).await;
-    readiness.set(true);
-
+    config: ControllerConfig,
+    metrics: ControllerMetrics,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let resource = mapping_resource();
-    let mappings: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    let ctx = Arc::new(Context::new(client.clone(), poller, metrics));
+    let (mappings, deployments) = match &config.watch_namespace {
+        Some(ns) => (
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all_with(client.clone(), &resource),
+            Api::all(client.clone()),
+        ),
+    };
+    wait_for_crd(&mappings).await;
+    readiness.set(true);
+    let ctx = Arc::new(Context::new(client, config.poller, metrics));
+    // Children carry the mapping label; watching only those keeps the cache small.
+    let children =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
     Controller::new_with(mappings, watcher::Config::default(), resource)
-        .owns(Api::<Deployment>::all(client), watcher::Config::default())
-        .shutdown_on_signal()
+        .owns(deployments, children)
+        .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -141,18 +153,10 @@ pub async fn run(
         })
         .await;
     tracing::info!("controller stopped");
-    let _ = shutdown_tx.send(true);
-    admin.await??;
-    Ok(())
-}
-
-async fn wait_for(mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Waits until the CRD is served, saying what is missing meanwhile.
-async fn wait_for_crd(client: &Client) {
-    let api: Api<EventSourceMapping> = Api::all(client.clone());
+async fn wait_for_crd(api: &Api<DynamicObject>) {
     loop {
         match api.list(&ListParams::default().limit(1)).await {
             Ok(_) => return,

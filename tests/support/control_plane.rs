@@ -1,0 +1,175 @@
+//! A kubelet-less control plane (etcd + kube-apiserver + kube-controller-manager) started by
+//! `hack/start-control-plane.sh` on free loopback ports.
+//!
+//! One control plane serves every test of a test binary; each test works in its own namespace.
+//! A reaper process stops the control plane when the test binary exits, however it exits.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub struct ControlPlane {
+    state: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// Directory with kube-apiserver, etcd, kubectl, kube-controller-manager, helm.
+    pub assets: PathBuf,
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+static NAMESPACES: AtomicU32 = AtomicU32::new(0);
+
+impl ControlPlane {
+    /// The control plane of this test binary, started on first use.
+    pub fn shared() -> &'static ControlPlane {
+        SHARED.get_or_init(ControlPlane::start)
+    }
+
+    fn start() -> ControlPlane {
+        let state = tempfile::Builder::new()
+            .prefix("esm-test-control-plane.")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let script = repo_root().join("hack/start-control-plane.sh");
+        let output = Command::new(&script)
+            .arg(&state)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run hack/start-control-plane.sh");
+        assert!(
+            output.status.success(),
+            "hack/start-control-plane.sh failed (run hack/install-control-plane.sh first?)"
+        );
+        spawn_reaper(&state);
+        let exports = String::from_utf8_lossy(&output.stdout);
+        let export = |name: &str| -> PathBuf {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("start-control-plane.sh printed no {name}"))
+                .into()
+        };
+        let plane = ControlPlane {
+            kubeconfig: export("KUBECONFIG"),
+            assets: export("KUBEBUILDER_ASSETS"),
+            state,
+        };
+        plane.kubectl_ok(&["apply", "--server-side", "-f", &crd_path()]);
+        plane.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/eventsourcemappings.esm.dev",
+            "--timeout=60s",
+        ]);
+        plane
+    }
+
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is valid");
+        Client::try_from(config).expect("client")
+    }
+
+    /// `kubectl` with this control plane's kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(self.assets.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
+    }
+
+    /// Runs kubectl and returns stdout; panics with stderr when it fails.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl().args(args).output().expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `helm` with this control plane's kubeconfig.
+    pub fn helm(&self) -> Command {
+        let mut cmd = Command::new(self.assets.join("helm"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
+    }
+
+    /// A fresh namespace for one test; deleted (in the background) when dropped.
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> TestNamespace {
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            NAMESPACES.fetch_add(1, Ordering::Relaxed)
+        );
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.clone());
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        TestNamespace { name, namespaces }
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state.join("logs")
+    }
+}
+
+pub struct TestNamespace {
+    pub name: String,
+    namespaces: Api<Namespace>,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let namespaces = self.namespaces.clone();
+        let name = self.name.clone();
+        // Best effort and asynchronous: the control plane goes away with the test binary anyway.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = namespaces.delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+pub fn crd_path() -> String {
+    repo_root()
+        .join(esm_operator::crd::CRD_PATH)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Stops the control plane once this test process is gone, whether it exited, panicked or was
+/// killed: a detached shell polls our pid.
+fn spawn_reaper(state: &Path) {
+    let stop = repo_root().join("hack/stop-control-plane.sh");
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec '{stop}' '{state}' --clean",
+        pid = std::process::id(),
+        stop = stop.display(),
+        state = state.display(),
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn control plane reaper");
+}
