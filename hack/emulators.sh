@@ -177,7 +177,8 @@ launch() {
   local -a envs=() cmd=()
   case "$name" in
     moto)
-      envs=(MOTO_PORT="$port")
+      # All four emulators then use account 000000000000 in ARNs and queue URLs.
+      envs=(MOTO_ACCOUNT_ID="${ESM_MOTO_ACCOUNT_ID:-000000000000}")
       cmd=("$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port")
       ;;
     fauxqs)

@@ -43,7 +43,8 @@ die() { log "ERROR: $*"; exit 1; }
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-command -v go >/dev/null || die "go not found on PATH (Go >= 1.25 is needed to build Kubernetes $K8S_VERSION)"
+# Only checked when something must be built: cached binaries need no Go.
+need_go() { command -v go >/dev/null || die "go not found on PATH (Go >= 1.25 is needed to build Kubernetes $K8S_VERSION)"; }
 mkdir -p "$BIN" "$STAMPS" "$SRC"
 
 # Two runs at once (e.g. parallel test jobs) would build the same thing twice.
@@ -52,7 +53,8 @@ if command -v flock >/dev/null; then
   flock 9
 fi
 
-stamp_of() { printf '%s %s cgo=%s go=%s\n' "$1" "$2" "$CGO_ENABLED" "$(go env GOVERSION)"; }
+# The pin and the build mode; not the Go version (a Go upgrade needs no rebuild).
+stamp_of() { printf '%s %s cgo=%s\n' "$1" "$2" "$CGO_ENABLED"; }
 
 # up_to_date NAME VERSION: the binary exists and was built from this pin.
 up_to_date() {
@@ -88,6 +90,7 @@ module_time() {
 # and replaces each of those modules with its published v0.x twin instead.
 k8s_wrapper() {
   local dir=$SRC/k8s-tools gomod staging
+  need_go
   log "preparing wrapper module for k8s.io/kubernetes $K8S_VERSION (first time: <1 min of module downloads)"
   gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
   [[ -f $gomod ]] || die "could not download k8s.io/kubernetes@$K8S_VERSION from the Go module proxy"
@@ -151,6 +154,7 @@ if up_to_date etcd "$ETCD_VERSION"; then
   log "etcd $ETCD_VERSION: up to date"
 else
   log "building etcd $ETCD_VERSION (first time: ~30 s on 2 cores)"
+  need_go
   dir=$SRC/etcd-tools
   mkdir -p "$dir"
   printf 'module esm-operator/etcd-tools\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n\ntool go.etcd.io/etcd/server/v3\n' "$ETCD_VERSION" >"$dir/go.mod"
@@ -165,6 +169,7 @@ if up_to_date helm "$HELM_VERSION"; then
   log "helm $HELM_VERSION: up to date"
 else
   log "building helm $HELM_VERSION (first time: ~1 min on 2 cores)"
+  need_go
   dir=$SRC/helm-tools
   mkdir -p "$dir"
   printf 'module esm-operator/helm-tools\n\ngo 1.24.0\n\nrequire helm.sh/helm/v3 %s\n\ntool helm.sh/helm/v3/cmd/helm\n' "$HELM_VERSION" >"$dir/go.mod"
