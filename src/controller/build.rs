@@ -319,3 +319,157 @@ pub fn spec_hash(mapping: &EventSourceMapping) -> String {
     let digest = Sha256::digest(&json);
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn fixtures_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build")
+    }
+
+    fn fixture(name: &str) -> EventSourceMapping {
+        let path = fixtures_dir().join(format!("{name}.yaml"));
+        let yaml = std::fs::read_to_string(&path).expect("fixture exists");
+        serde_yaml::from_str(&yaml).expect("fixture is a mapping")
+    }
+
+    fn config() -> PollerConfig {
+        PollerConfig {
+            image: "ghcr.io/esm-operator/esm-operator:0.1.0".into(),
+            image_pull_policy: None,
+            default_resources: serde_json::from_value(serde_json::json!({
+                "requests": {"cpu": "50m", "memory": "32Mi"},
+                "limits": {"memory": "128Mi"},
+            }))
+            .unwrap(),
+            log_format: LogFormat::Json,
+        }
+    }
+
+    /// Each fixture's children are compared with `expected/NAME.yaml`; run with UPDATE_GOLDEN=1
+    /// to rewrite them after an intended change, and review the diff.
+    #[test]
+    fn children_match_golden_files() {
+        let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+            .unwrap()
+            .filter_map(|e| {
+                let path = e.unwrap().path();
+                (path.extension()? == "yaml")
+                    .then(|| path.file_stem().unwrap().to_string_lossy().into_owned())
+            })
+            .collect();
+        names.sort();
+        assert!(names.len() >= 4);
+        for name in names {
+            let actual = serde_yaml::to_string(&build(&fixture(&name), &config())).unwrap();
+            let golden = fixtures_dir().join("expected").join(format!("{name}.yaml"));
+            if std::env::var_os("UPDATE_GOLDEN").is_some() {
+                std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+                std::fs::write(&golden, &actual).unwrap();
+            }
+            let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+            assert!(
+                expected == actual,
+                "{name}: children differ from {} (UPDATE_GOLDEN=1 to rewrite):\n{actual}",
+                golden.display()
+            );
+        }
+    }
+
+    #[test]
+    fn disabled_mapping_runs_no_replicas() {
+        let children = build(&fixture("sqs-disabled"), &config());
+        assert_eq!(children.deployment.spec.unwrap().replicas, Some(0));
+    }
+
+    #[test]
+    fn own_service_account_is_bound_and_none_is_created() {
+        let children = build(&fixture("dynamodb-own-service-account"), &config());
+        assert!(children.service_account.is_none());
+        let subjects = children.role_binding.subjects.unwrap();
+        assert_eq!(subjects[0].name, "audit-irsa");
+        let pod = children.deployment.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("audit-irsa"));
+    }
+
+    #[test]
+    fn pollers_may_read_only_the_named_credentials_secrets() {
+        let rules = build(&fixture("kinesis-full"), &config())
+            .role
+            .rules
+            .unwrap();
+        let secrets: Vec<_> = rules
+            .iter()
+            .filter(|r| {
+                r.resources
+                    .as_ref()
+                    .is_some_and(|r| r.contains(&"secrets".to_string()))
+            })
+            .collect();
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(secrets[0].verbs, ["get"]);
+        assert_eq!(
+            secrets[0].resource_names.as_deref(),
+            Some(&["aws-clicks".to_string(), "aws-dlq".to_string()][..])
+        );
+        let no_secrets = build(&fixture("sqs-standard"), &config())
+            .role
+            .rules
+            .unwrap();
+        assert!(!no_secrets.iter().any(|r| {
+            r.resources
+                .as_ref()
+                .unwrap()
+                .contains(&"secrets".to_string())
+        }));
+    }
+
+    #[test]
+    fn spec_hash_changes_with_what_pollers_read_only() {
+        let base = fixture("sqs-standard");
+        let mut disabled = base.clone();
+        disabled.spec.enabled = false;
+        assert_eq!(
+            spec_hash(&base),
+            spec_hash(&disabled),
+            "enabled only scales"
+        );
+        let mut longer_timeout = base.clone();
+        longer_timeout.spec.target.timeout_seconds = Some(60);
+        assert_ne!(spec_hash(&base), spec_hash(&longer_timeout));
+    }
+
+    #[test]
+    fn mapping_resources_override_the_operator_default() {
+        let full = build(&fixture("kinesis-full"), &config());
+        let container = &full
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0];
+        let limits = container
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .as_ref()
+            .unwrap();
+        assert_eq!(limits["memory"].0, "256Mi");
+        let plain = build(&fixture("sqs-standard"), &config());
+        let container = &plain
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0];
+        assert_eq!(container.resources, config().default_resources);
+    }
+}

@@ -182,3 +182,143 @@ pub fn set_condition(
     });
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EventSourceMappingStatus;
+
+    fn mapping(
+        enabled: bool,
+        generation: i64,
+        status: Option<EventSourceMappingStatus>,
+    ) -> EventSourceMapping {
+        let mut mapping: EventSourceMapping = serde_yaml::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/build/sqs-standard.yaml"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        mapping.spec.enabled = enabled;
+        mapping.metadata.generation = Some(generation);
+        mapping.status = status;
+        mapping
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-23T10:00:00Z".parse().unwrap()
+    }
+
+    fn workload(desired: i32, current: i32, ready: i32, rolled_out: bool) -> Workload {
+        Workload {
+            desired,
+            current,
+            ready,
+            rolled_out,
+        }
+    }
+
+    fn step(m: &EventSourceMapping, w: Workload) -> EventSourceMappingStatus {
+        next_status(m, Observation::Running(w), now())
+    }
+
+    #[test]
+    fn new_mapping_is_creating_until_its_pollers_are_ready() {
+        let status = step(&mapping(true, 1, None), workload(1, 1, 0, false));
+        assert_eq!(status.state, Some(State::Creating));
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(
+            status.last_processing_result.as_deref(),
+            Some("No records processed")
+        );
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Progressing")
+        );
+
+        let status = step(&mapping(true, 1, Some(status)), workload(1, 1, 1, true));
+        assert_eq!(status.state, Some(State::Enabled));
+        assert_eq!(status.conditions[0].status, "True");
+    }
+
+    #[test]
+    fn spec_change_of_an_enabled_mapping_is_updating_until_rolled_out() {
+        let enabled = step(&mapping(true, 1, None), workload(1, 1, 1, true));
+        let updating = step(&mapping(true, 2, Some(enabled)), workload(1, 2, 1, false));
+        assert_eq!(updating.state, Some(State::Updating));
+        let still = step(&mapping(true, 2, Some(updating)), workload(1, 2, 1, false));
+        assert_eq!(still.state, Some(State::Updating));
+        let done = step(&mapping(true, 2, Some(still)), workload(1, 1, 1, true));
+        assert_eq!(done.state, Some(State::Enabled));
+    }
+
+    #[test]
+    fn disabling_waits_for_pods_to_go_and_enabling_for_them_to_come() {
+        let enabled = step(&mapping(true, 1, None), workload(1, 1, 1, true));
+        let disabling = step(&mapping(false, 2, Some(enabled)), workload(0, 1, 1, false));
+        assert_eq!(disabling.state, Some(State::Disabling));
+        let disabled = step(&mapping(false, 2, Some(disabling)), workload(0, 0, 0, true));
+        assert_eq!(disabled.state, Some(State::Disabled));
+        assert_eq!(disabled.conditions[0].reason, "Disabled");
+        let enabling = step(&mapping(true, 3, Some(disabled)), workload(1, 1, 0, false));
+        assert_eq!(enabling.state, Some(State::Enabling));
+        assert_eq!(
+            enabling.state_transition_reason.as_deref(),
+            Some("starting pollers")
+        );
+    }
+
+    #[test]
+    fn unchanged_observation_gives_an_identical_status() {
+        let first = step(&mapping(true, 1, None), workload(1, 1, 1, true));
+        let later = next_status(
+            &mapping(true, 1, Some(first.clone())),
+            Observation::Running(workload(1, 1, 1, true)),
+            "2026-11-23T11:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(first, later, "no new transition time, no write");
+    }
+
+    #[test]
+    fn invalid_spec_keeps_the_state_and_says_why() {
+        let enabled = step(&mapping(true, 1, None), workload(1, 1, 1, true));
+        let invalid = crate::controller::validate::InvalidSpec {
+            field: "spec.filterCriteria".into(),
+            message: "bad pattern".into(),
+        };
+        let status = next_status(
+            &mapping(true, 2, Some(enabled)),
+            Observation::Invalid(&invalid),
+            now(),
+        );
+        assert_eq!(status.state, Some(State::Enabled));
+        assert_eq!(status.conditions[0].reason, "InvalidSpec");
+        assert_eq!(
+            status.conditions[0].message,
+            "spec.filterCriteria: bad pattern"
+        );
+        assert_eq!(
+            status.last_processing_result.as_deref(),
+            Some("PROBLEM: invalid spec: spec.filterCriteria: bad pattern")
+        );
+        let fixed = step(&mapping(true, 3, Some(status)), workload(1, 1, 1, true));
+        assert_eq!(
+            fixed.last_processing_result.as_deref(),
+            Some("No records processed")
+        );
+    }
+
+    #[test]
+    fn deleting_is_reported() {
+        let enabled = step(&mapping(true, 1, None), workload(1, 1, 1, true));
+        let status = next_status(
+            &mapping(true, 1, Some(enabled)),
+            Observation::Deleting,
+            now(),
+        );
+        assert_eq!(status.state, Some(State::Deleting));
+    }
+}

@@ -94,3 +94,87 @@ fn check_target(spec: &EventSourceMappingSpec) -> Result<(), InvalidSpec> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(name: &str) -> EventSourceMapping {
+        let path = format!(
+            "{}/tests/fixtures/build/{name}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn now() -> Timestamp {
+        "2026-11-23T10:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn fixtures_are_valid() {
+        for name in [
+            "sqs-standard",
+            "kinesis-full",
+            "dynamodb-own-service-account",
+            "sqs-disabled",
+        ] {
+            validate(&load(name), now()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn timestamp_in_the_future_is_refused() {
+        let mut mapping = load("kinesis-full");
+        mapping.spec.starting_position = Some(StartingPosition::AtTimestamp);
+        mapping.spec.starting_position_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2027-01-01T00:00:00Z".parse().unwrap(),
+            ));
+        let err = validate(&mapping, now()).unwrap_err();
+        assert_eq!(err.field, "spec.startingPositionTimestamp");
+        assert!(err.message.contains("in the future"), "{err}");
+    }
+
+    #[test]
+    fn bad_filter_pattern_names_the_filter_and_key() {
+        let mut mapping = load("sqs-standard");
+        mapping.spec.filter_criteria = serde_json::from_value(serde_json::json!({
+            "filters": [{"pattern": "{\"body\":{\"a\":[\"x\"]}}"}, {"pattern": "{\"body\":{\"n\":[{\"numeric\":[\">\"]}]}}"}]
+        }))
+        .unwrap();
+        let err = validate(&mapping, now()).unwrap_err();
+        assert_eq!(err.field, "spec.filterCriteria");
+        assert!(
+            err.message.contains("filters[1]") && err.message.contains("body.n"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plain_text_pattern_on_stream_data_is_refused() {
+        let mut mapping = load("kinesis-full");
+        mapping.spec.filter_criteria = serde_json::from_value(serde_json::json!({
+            "filters": [{"pattern": "{\"data\":[{\"prefix\":\"x\"}]}"}]
+        }))
+        .unwrap();
+        assert!(validate(&mapping, now()).is_err());
+    }
+
+    #[test]
+    fn parse_names_the_malformed_field() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "esm.dev/v1alpha1",
+            "kind": "EventSourceMapping",
+            "metadata": {"name": "m", "namespace": "n"},
+            "spec": {
+                "source": {"sqs": {"queueUrl": "http://q/q"}},
+                "target": {"service": {"name": "t", "port": 8080}},
+                "batchSize": "lots"
+            }
+        }))
+        .unwrap();
+        let err = parse(&object).unwrap_err();
+        assert_eq!(err.field, "spec.batchSize");
+    }
+}

@@ -156,6 +156,7 @@ pub fn crd_path() -> String {
 
 /// Stops the control plane once this test process is gone, whether it exited, panicked or was
 /// killed: a detached shell polls our pid.
+#[allow(clippy::zombie_processes, reason = "the reaper must outlive this process")]
 fn spawn_reaper(state: &Path) {
     let stop = repo_root().join("hack/stop-control-plane.sh");
     let script = format!(
