@@ -110,7 +110,7 @@ fn ready_reason(mapping: &EventSourceMapping) -> Option<String> {
 
 #[tokio::test]
 async fn mapping_lifecycle_creates_updates_disables_and_deletes_children() {
-    let plane = ControlPlane::shared();
+    let plane = ControlPlane::with_crd();
     let client = plane.client().await;
     let ns = plane.namespace(&client, "lifecycle").await;
     let controller = RunningController::start(&client, &ns.name);
@@ -295,7 +295,7 @@ fn spec_hash(deployment: &Deployment) -> String {
 
 #[tokio::test]
 async fn invalid_spec_gets_a_condition_naming_the_field() {
-    let plane = ControlPlane::shared();
+    let plane = ControlPlane::with_crd();
     let client = plane.client().await;
     let ns = plane.namespace(&client, "invalid").await;
     let controller = RunningController::start(&client, &ns.name);
@@ -371,7 +371,7 @@ async fn invalid_spec_gets_a_condition_naming_the_field() {
 
 #[tokio::test]
 async fn restarted_controller_writes_nothing_for_unchanged_mappings() {
-    let plane = ControlPlane::shared();
+    let plane = ControlPlane::with_crd();
     let client = plane.client().await;
     let ns = plane.namespace(&client, "restart").await;
     let first = RunningController::start(&client, &ns.name);

@@ -57,7 +57,7 @@ async fn dry_run_create(api: &Api<DynamicObject>, manifest: &str) -> Result<(), 
 
 #[tokio::test]
 async fn api_server_refuses_invalid_mappings_naming_the_field() {
-    let plane = ControlPlane::shared();
+    let plane = ControlPlane::with_crd();
     let client = plane.client().await;
     let ns = plane.namespace(&client, "crd").await;
     let resource = ApiResource::erase::<esm_operator::api::EventSourceMapping>(&());
@@ -89,7 +89,7 @@ async fn api_server_refuses_invalid_mappings_naming_the_field() {
 
 #[tokio::test]
 async fn source_and_starting_position_are_immutable() {
-    let plane = ControlPlane::shared();
+    let plane = ControlPlane::with_crd();
     let client = plane.client().await;
     let ns = plane.namespace(&client, "immutable").await;
     let resource = ApiResource::erase::<esm_operator::api::EventSourceMapping>(&());

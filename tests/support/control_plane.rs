@@ -25,12 +25,28 @@ pub fn repo_root() -> &'static Path {
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+static CRD_INSTALLED: OnceLock<()> = OnceLock::new();
 static NAMESPACES: AtomicU32 = AtomicU32::new(0);
 
 impl ControlPlane {
     /// The control plane of this test binary, started on first use.
     pub fn shared() -> &'static ControlPlane {
         SHARED.get_or_init(ControlPlane::start)
+    }
+
+    /// The shared control plane with the EventSourceMapping CRD from `crds/` installed.
+    pub fn with_crd() -> &'static ControlPlane {
+        let plane = Self::shared();
+        CRD_INSTALLED.get_or_init(|| {
+            plane.kubectl_ok(&["apply", "--server-side", "-f", &crd_path()]);
+            plane.kubectl_ok(&[
+                "wait",
+                "--for=condition=Established",
+                "crd/eventsourcemappings.esm.dev",
+                "--timeout=60s",
+            ]);
+        });
+        plane
     }
 
     fn start() -> ControlPlane {
@@ -58,19 +74,11 @@ impl ControlPlane {
                 .unwrap_or_else(|| panic!("start-control-plane.sh printed no {name}"))
                 .into()
         };
-        let plane = ControlPlane {
+        ControlPlane {
             kubeconfig: export("KUBECONFIG"),
             assets: export("KUBEBUILDER_ASSETS"),
             state,
-        };
-        plane.kubectl_ok(&["apply", "--server-side", "-f", &crd_path()]);
-        plane.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/eventsourcemappings.esm.dev",
-            "--timeout=60s",
-        ]);
-        plane
+        }
     }
 
     pub async fn client(&self) -> Client {
@@ -156,7 +164,10 @@ pub fn crd_path() -> String {
 
 /// Stops the control plane once this test process is gone, whether it exited, panicked or was
 /// killed: a detached shell polls our pid.
-#[allow(clippy::zombie_processes, reason = "the reaper must outlive this process")]
+#[allow(
+    clippy::zombie_processes,
+    reason = "the reaper must outlive this process"
+)]
 fn spawn_reaper(state: &Path) {
     let stop = repo_root().join("hack/stop-control-plane.sh");
     let script = format!(
