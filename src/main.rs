@@ -30,7 +30,11 @@ enum Command {
     /// Watch EventSourceMappings and run their pollers.
     Controller(ControllerArgs),
     /// Print the CustomResourceDefinition YAML.
-    Crd,
+    Crd {
+        /// Print the Markdown field reference instead.
+        #[arg(long)]
+        reference: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,8 +77,12 @@ fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            print!("{}", esm_operator::crd::crd_yaml());
+        Command::Crd { reference } => {
+            if reference {
+                print!("{}", esm_operator::crd::reference_markdown());
+            } else {
+                print!("{}", esm_operator::crd::crd_yaml());
+            }
             Ok(())
         }
         Command::Controller(args) => {

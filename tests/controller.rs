@@ -343,11 +343,11 @@ async fn invalid_spec_gets_a_condition_naming_the_field() {
             .is_none(),
         "nothing runs an invalid mapping"
     );
-    let events = plane.kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "json"]);
-    assert!(
-        events.contains("InvalidSpec"),
-        "a Warning event says why: {events}"
-    );
+    wait::until("a Warning event says why", TIMEOUT, || async {
+        let events = plane.kubectl_ok(&["get", "events", "-n", &ns.name, "-o", "json"]);
+        events.contains("InvalidSpec").then_some(())
+    })
+    .await;
 
     // Fixing the spec clears the problem.
     mappings

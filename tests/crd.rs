@@ -4,7 +4,7 @@ mod support;
 
 use std::fs;
 
-use esm_operator::crd::{CRD_PATH, crd_yaml};
+use esm_operator::crd::{CRD_PATH, REFERENCE_PATH, crd_yaml, reference_markdown};
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::ApiResource;
 use support::control_plane::{ControlPlane, repo_root};
@@ -22,6 +22,15 @@ fn committed_crds_match_the_generator() {
             "{path} is out of date: run `cargo run -- crd > {CRD_PATH} && cp {CRD_PATH} {CHART_CRD_PATH}`"
         );
     }
+}
+
+#[test]
+fn committed_field_reference_matches_the_crd() {
+    let committed = fs::read_to_string(repo_root().join(REFERENCE_PATH)).unwrap_or_default();
+    assert!(
+        committed == reference_markdown(),
+        "{REFERENCE_PATH} is out of date: run `cargo run -- crd --reference > {REFERENCE_PATH}`"
+    );
 }
 
 fn fixtures(dir: &str) -> Vec<(String, String)> {

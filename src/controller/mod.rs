@@ -111,7 +111,7 @@ fn error_policy(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) ->
 
 /// The mapping resource, watched untyped so one malformed object is reported instead of
 /// breaking the whole watch.
-fn mapping_resource() -> ApiResource {
+pub(crate) fn mapping_resource() -> ApiResource {
     ApiResource::erase::<EventSourceMapping>(&())
 }
 

@@ -219,7 +219,9 @@ async fn report_malformed(
                 "observedGeneration": object.metadata.generation,
             },
         });
-        let api: Api<EventSourceMapping> = Api::namespaced(ctx.client.clone(), &namespace);
+        // Untyped: the typed API could not read this object back.
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &namespace, &super::mapping_resource());
         api.patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
