@@ -3,11 +3,7 @@ mod support;
 
 use std::time::Duration;
 
-use esm_operator::admin::Readiness;
 use esm_operator::api::{EventSourceMapping, State};
-use esm_operator::controller::{self, ControllerConfig, PollerConfig};
-use esm_operator::metrics::ControllerMetrics;
-use esm_operator::telemetry::LogFormat;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -15,55 +11,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::json;
 use support::control_plane::ControlPlane;
+use support::controller::RunningController;
 use support::wait;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-struct RunningController {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-    metrics: ControllerMetrics,
-}
-
-impl RunningController {
-    fn start(client: &Client, namespace: &str) -> Self {
-        let metrics = ControllerMetrics::new();
-        let config = ControllerConfig {
-            poller: PollerConfig {
-                image: "esm-operator:test".into(),
-                image_pull_policy: Some("IfNotPresent".into()),
-                default_resources: None,
-                log_format: LogFormat::Json,
-            },
-            watch_namespace: Some(namespace.into()),
-        };
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(controller::run(
-            client.clone(),
-            config,
-            metrics.clone(),
-            Readiness::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Self {
-            stop,
-            task,
-            metrics,
-        }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(TIMEOUT, self.task)
-            .await
-            .expect("controller stops on shutdown")
-            .expect("controller task");
-    }
-}
 
 fn sqs_mapping(name: &str) -> EventSourceMapping {
     serde_json::from_value(json!({

@@ -6,17 +6,14 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use esm_operator::admin::Readiness;
 use esm_operator::api::EventSourceMapping;
-use esm_operator::controller::{self, ControllerConfig, PollerConfig};
-use esm_operator::metrics::ControllerMetrics;
-use esm_operator::telemetry::LogFormat;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use support::control_plane::{ControlPlane, repo_root};
+use support::controller::RunningController;
 use support::wait;
 
 const CHART: &str = "charts/esm-operator";
@@ -150,24 +147,7 @@ async fn install_run_as_the_chart_service_account_and_uninstall() {
     )
     .await;
     let apps_ns = plane.namespace(&admin, "rbac").await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(
-        operator_client,
-        ControllerConfig {
-            poller: PollerConfig {
-                image: "esm-operator:test".into(),
-                image_pull_policy: None,
-                default_resources: None,
-                log_format: LogFormat::Json,
-            },
-            watch_namespace: Some(apps_ns.name.clone()),
-        },
-        ControllerMetrics::new(),
-        Readiness::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let controller = RunningController::start(&operator_client, &apps_ns.name);
     let mappings: Api<EventSourceMapping> = Api::namespaced(admin.clone(), &apps_ns.name);
     let mut mapping: EventSourceMapping = serde_yaml::from_str(
         &std::fs::read_to_string(repo_root().join("tests/fixtures/build/kinesis-full.yaml"))
@@ -203,8 +183,7 @@ async fn install_run_as_the_chart_service_account_and_uninstall() {
             .unwrap()
             .contains(&"secrets".to_string())
     }));
-    let _ = stop.send(());
-    controller.await.unwrap();
+    controller.stop().await;
 
     let (ok, out) = helm(
         plane,

@@ -5,15 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use esm_operator::admin::Readiness;
-use esm_operator::controller::{self, ControllerConfig, PollerConfig};
-use esm_operator::metrics::ControllerMetrics;
-use esm_operator::telemetry::LogFormat;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::ApiResource;
 use serde_json::json;
 use support::control_plane::ControlPlane;
+use support::controller::RunningController;
 use support::wait;
 
 /// The real CRD with its spec schema loosened to accept anything.
@@ -67,24 +64,7 @@ async fn malformed_mapping_is_reported_and_others_still_reconcile() {
         .await
         .unwrap();
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(
-        client.clone(),
-        ControllerConfig {
-            poller: PollerConfig {
-                image: "esm-operator:test".into(),
-                image_pull_policy: None,
-                default_resources: None,
-                log_format: LogFormat::Plain,
-            },
-            watch_namespace: Some(ns.name.clone()),
-        },
-        ControllerMetrics::new(),
-        Readiness::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let controller = RunningController::start(&client, &ns.name);
 
     let timeout = Duration::from_secs(60);
     wait::until("the valid mapping's Deployment", timeout, || async {
@@ -120,6 +100,5 @@ async fn malformed_mapping_is_reported_and_others_still_reconcile() {
         },
     )
     .await;
-    let _ = stop.send(());
-    controller.await.unwrap();
+    controller.stop().await;
 }

@@ -442,34 +442,17 @@ mod tests {
         assert_ne!(spec_hash(&base), spec_hash(&longer_timeout));
     }
 
+    fn poller_container(children: Children) -> Container {
+        let pod = children.deployment.spec.unwrap().template.spec.unwrap();
+        pod.containers.into_iter().next().unwrap()
+    }
+
     #[test]
     fn mapping_resources_override_the_operator_default() {
-        let full = build(&fixture("kinesis-full"), &config());
-        let container = &full
-            .deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
-        let limits = container
-            .resources
-            .as_ref()
-            .unwrap()
-            .limits
-            .as_ref()
-            .unwrap();
+        let full = poller_container(build(&fixture("kinesis-full"), &config()));
+        let limits = full.resources.unwrap().limits.unwrap();
         assert_eq!(limits["memory"].0, "256Mi");
-        let plain = build(&fixture("sqs-standard"), &config());
-        let container = &plain
-            .deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
-        assert_eq!(container.resources, config().default_resources);
+        let plain = poller_container(build(&fixture("sqs-standard"), &config()));
+        assert_eq!(plain.resources, config().default_resources);
     }
 }

@@ -3,4 +3,5 @@
 #![allow(dead_code)] // each test binary uses a different part of the support
 
 pub mod control_plane;
+pub mod controller;
 pub mod wait;

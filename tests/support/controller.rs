@@ -1,0 +1,55 @@
+//! The controller running inside a test, watching one namespace, stopped on demand.
+use std::time::Duration;
+
+use esm_operator::admin::Readiness;
+use esm_operator::controller::{self, ControllerConfig, PollerConfig};
+use esm_operator::metrics::ControllerMetrics;
+use esm_operator::telemetry::LogFormat;
+use kube::Client;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct RunningController {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    pub metrics: ControllerMetrics,
+}
+
+impl RunningController {
+    /// Starts a controller (Deployment pollers) with `client`, watching `namespace` only.
+    pub fn start(client: &Client, namespace: &str) -> Self {
+        let metrics = ControllerMetrics::new();
+        let config = ControllerConfig {
+            poller: PollerConfig {
+                image: "esm-operator:test".into(),
+                image_pull_policy: Some("IfNotPresent".into()),
+                default_resources: None,
+                log_format: LogFormat::Json,
+            },
+            watch_namespace: Some(namespace.into()),
+        };
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(controller::run(
+            client.clone(),
+            config,
+            metrics.clone(),
+            Readiness::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            stop,
+            task,
+            metrics,
+        }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("controller stops on shutdown")
+            .expect("controller task");
+    }
+}
