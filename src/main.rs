@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use esm_operator::admin::{self, Readiness};
 use esm_operator::controller::{self, ControllerConfig, PollerConfig};
 use esm_operator::metrics::ControllerMetrics;
+use esm_operator::poller;
 use esm_operator::telemetry::{self, LogFormat};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
@@ -29,12 +30,27 @@ struct Cli {
 enum Command {
     /// Watch EventSourceMappings and run their pollers.
     Controller(ControllerArgs),
+    /// Run the pollers of one mapping (the container of a mapping's poller Deployment).
+    Poller(PollerArgs),
     /// Print the CustomResourceDefinition YAML.
     Crd {
         /// Print the Markdown field reference instead.
         #[arg(long)]
         reference: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct PollerArgs {
+    /// Namespace of the mapping.
+    #[arg(long)]
+    namespace: String,
+    /// Name of the mapping.
+    #[arg(long)]
+    mapping: String,
+    /// Address of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "ESM_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: SocketAddr,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +100,11 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", esm_operator::crd::crd_yaml());
             }
             Ok(())
+        }
+        Command::Poller(args) => {
+            telemetry::init(cli.log_format);
+            let client = kube::Client::try_default().await?;
+            poller::run(client, args.namespace, args.mapping, args.admin_addr).await
         }
         Command::Controller(args) => {
             telemetry::init(cli.log_format);

@@ -1,0 +1,338 @@
+//! The pollers of one mapping: the same engine whether the `poller` subcommand runs it (one
+//! mapping per pod) or the controller runs it in-process.
+//!
+//! [`run_mapping`] watches the mapping, builds the source and target from its spec, runs the
+//! engine while the mapping exists and is enabled, restarts it when the spec changes, and
+//! reports `status.lastProcessingResult`. Setup errors (a queue that does not exist, a missing
+//! Secret) are reported in status and retried with backoff; they never end the process.
+pub mod batch;
+pub mod metrics;
+pub mod queue;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use prometheus::Registry;
+use tokio::sync::watch;
+
+use self::metrics::{MappingMetrics, PollerMetrics};
+use self::queue::{Activity, QueuePoller, QueueSettings};
+use self::status::ProcessingResults;
+use crate::admin::{self, Readiness};
+use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, EventSourceMapping, SourceKind};
+use crate::controller::build::spec_hash;
+use crate::filter::{FilterError, FilterSet};
+use crate::sources::aws::{CredentialsError, sdk_config};
+use crate::sources::sqs::{SqsError, SqsQueue, check_visibility_timeout};
+use crate::target::{HttpTarget, TargetConfigError};
+
+/// Time in-flight batches get after a stop, beyond the target timeout, before they are
+/// abandoned (their messages come back after the visibility timeout).
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// Longest wait before setting up a mapping again after a failure.
+const SETUP_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Why a mapping's pollers could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Queue(#[from] SqsError),
+    #[error(transparent)]
+    Target(#[from] TargetConfigError),
+    #[error("spec.filterCriteria: {0}")]
+    Filter(#[from] FilterError),
+    #[error("{0} sources are not handled by this poller")]
+    Unsupported(SourceKind),
+    #[error("spec.source: exactly one of sqs, kinesis, dynamodbStreams must be set")]
+    NoSource,
+}
+
+/// Everything a mapping's pollers share with the process that runs them.
+#[derive(Clone)]
+pub struct PollerContext {
+    pub client: Client,
+    pub metrics: PollerMetrics,
+}
+
+/// Runs the pollers of mapping `namespace/name` until `shutdown` turns true (or its sender is
+/// dropped). Waits while the mapping is missing or disabled; on shutdown stops receiving, lets
+/// in-flight batches finish within the target timeout plus a margin, hands gathered messages
+/// back to the queue, writes the last status and returns. `activity` receives what the
+/// pollers see, for scaling.
+pub async fn run_mapping(
+    context: PollerContext,
+    namespace: String,
+    name: String,
+    activity: Activity,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let api: Api<EventSourceMapping> = Api::namespaced(context.client.clone(), &namespace);
+    let metrics = context.metrics.mapping(&namespace, &name);
+    let results = ProcessingResults::default();
+    let (mapping_tx, mut mapping) = watch::channel(None);
+    let watch_task = tokio::spawn(watch_mapping(api.clone(), name.clone(), mapping_tx));
+    let status_task = tokio::spawn(status::write_results(
+        api,
+        name.clone(),
+        results.clone(),
+        shutdown.clone(),
+    ));
+    let mut setup_failures = 0u32;
+    loop {
+        let current = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            current = runnable(&mut mapping) => current,
+        };
+        let Some(current) = current else { break };
+        let spec_key = spec_hash(&current);
+        let engine = match setup(&context.client, &current, &metrics, &results, &activity).await {
+            Ok(engine) => {
+                setup_failures = 0;
+                engine
+            }
+            Err(err) => {
+                setup_failures += 1;
+                let delay = setup_backoff(setup_failures);
+                tracing::warn!(%namespace, %name, error = %err, retry_in = ?delay, "cannot start pollers");
+                results.problem(err.to_string());
+                tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = changed(&mut mapping, &spec_key) => {}
+                }
+                continue;
+            }
+        };
+        tracing::info!(%namespace, %name, "pollers started");
+        let grace = Duration::from_secs(u64::from(
+            current
+                .spec
+                .target
+                .timeout_seconds
+                .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
+        )) + STOP_MARGIN;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut run = pin!(engine.run(stop_rx));
+        let shutting_down = tokio::select! {
+            _ = &mut run => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+            _ = changed(&mut mapping, &spec_key) => false,
+        };
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(grace, run).await.is_err() {
+            tracing::warn!(%namespace, %name, ?grace, "in-flight batches did not finish in time; their messages return after the visibility timeout");
+        }
+        tracing::info!(%namespace, %name, "pollers stopped");
+        if shutting_down {
+            break;
+        }
+    }
+    watch_task.abort();
+    if let Err(err) = status_task.await {
+        tracing::warn!(error = %err, "status writer failed");
+    }
+}
+
+/// Builds the engine for the mapping's source.
+async fn setup(
+    client: &Client,
+    mapping: &EventSourceMapping,
+    metrics: &MappingMetrics,
+    results: &ProcessingResults,
+    activity: &Activity,
+) -> Result<QueuePoller<SqsQueue, HttpTarget>, SetupError> {
+    let spec = &mapping.spec;
+    let namespace = mapping.metadata.namespace.as_deref().unwrap_or_default();
+    let kind = spec.source_kind().ok_or(SetupError::NoSource)?;
+    let Some(sqs) = spec.source.sqs.as_ref() else {
+        return Err(SetupError::Unsupported(kind));
+    };
+    let filters = FilterSet::parse_for(
+        kind,
+        spec.filter_criteria
+            .iter()
+            .flat_map(|c| c.filters.iter().map(|f| f.pattern.as_str())),
+    )?;
+    let target = HttpTarget::new(&spec.target, namespace)?;
+    let config = sdk_config(client, namespace, &sqs.aws, "spec.source.sqs").await?;
+    let (queue, attributes) = SqsQueue::connect(&config, &sqs.queue_url).await?;
+    if let Err(warning) = check_visibility_timeout(attributes.visibility_timeout, spec) {
+        tracing::warn!(queue = %sqs.queue_url, "{warning}");
+    }
+    Ok(QueuePoller {
+        queue,
+        target,
+        filters,
+        settings: QueueSettings::from_spec(spec),
+        metrics: metrics.clone(),
+        results: results.clone(),
+        activity: activity.clone(),
+    })
+}
+
+/// Keeps `mapping` up to date with the API server: `None` while the mapping does not exist.
+async fn watch_mapping(
+    api: Api<EventSourceMapping>,
+    name: String,
+    mapping: watch::Sender<Option<EventSourceMapping>>,
+) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = pin!(watcher(api, config).default_backoff());
+    let mut listed = None;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => listed = None,
+            Ok(watcher::Event::InitApply(object)) => listed = Some(object),
+            Ok(watcher::Event::InitDone) => {
+                mapping.send_replace(listed.take());
+            }
+            Ok(watcher::Event::Apply(object)) => {
+                mapping.send_replace(Some(object));
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                mapping.send_replace(None);
+            }
+            Err(err) => {
+                tracing::warn!(mapping = %name, error = %err, "watching the mapping failed; retrying")
+            }
+        }
+    }
+}
+
+/// Should pollers run for this mapping?
+fn is_runnable(mapping: &Option<EventSourceMapping>) -> bool {
+    mapping
+        .as_ref()
+        .is_some_and(|m| m.spec.enabled && m.metadata.deletion_timestamp.is_none())
+}
+
+/// Waits until the mapping exists and is enabled; `None` when the watch ended.
+async fn runnable(
+    mapping: &mut watch::Receiver<Option<EventSourceMapping>>,
+) -> Option<EventSourceMapping> {
+    let current = mapping.wait_for(is_runnable).await.ok()?;
+    current.clone()
+}
+
+/// Waits until the mapping stops being runnable or its spec changes from `spec_key`.
+async fn changed(mapping: &mut watch::Receiver<Option<EventSourceMapping>>, spec_key: &str) {
+    let _ = mapping
+        .wait_for(|m| !is_runnable(m) || m.as_ref().is_some_and(|m| spec_hash(m) != spec_key))
+        .await;
+}
+
+/// 1 s, 2 s, 4 s, ... up to [`SETUP_BACKOFF_MAX`].
+fn setup_backoff(consecutive_failures: u32) -> Duration {
+    let exponent = consecutive_failures.saturating_sub(1).min(16);
+    Duration::from_secs(1 << exponent).min(SETUP_BACKOFF_MAX)
+}
+
+/// The `poller` subcommand: runs one mapping's pollers with an admin server (`/metrics`,
+/// `/healthz`, `/readyz`) until SIGTERM or SIGINT.
+pub async fn run(
+    client: Client,
+    namespace: String,
+    name: String,
+    admin_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let metrics = PollerMetrics::new(&registry)?;
+    let readiness = Readiness::default();
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let mut admin_stop = shutdown.clone();
+    let admin = tokio::spawn(admin::serve(
+        admin_addr,
+        registry,
+        readiness.clone(),
+        async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        },
+    ));
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping pollers");
+        let _ = shutdown_tx.send(true);
+    });
+    readiness.set(true);
+    let context = PollerContext { client, metrics };
+    run_mapping(context, namespace, name, Activity::default(), shutdown).await;
+    admin.await??;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_backoff_doubles_to_a_minute() {
+        assert_eq!(setup_backoff(1), Duration::from_secs(1));
+        assert_eq!(setup_backoff(4), Duration::from_secs(8));
+        assert_eq!(setup_backoff(50), SETUP_BACKOFF_MAX);
+    }
+
+    fn mapping(enabled: bool) -> EventSourceMapping {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "esm.dev/v1alpha1",
+            "kind": "EventSourceMapping",
+            "metadata": {"name": "m", "namespace": "ns"},
+            "spec": {
+                "enabled": enabled,
+                "source": {"sqs": {"queueUrl": "http://localhost/000000000000/q"}},
+                "target": {"url": "http://target"},
+            }
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn waits_for_an_enabled_mapping_and_sees_changes() {
+        let (tx, mut rx) = watch::channel(None);
+        assert!(!is_runnable(&None));
+        tx.send_replace(Some(mapping(false)));
+        assert!(!is_runnable(&rx.borrow()));
+        tx.send_replace(Some(mapping(true)));
+        let current = runnable(&mut rx).await.unwrap();
+        let key = spec_hash(&current);
+
+        let mut batch_changed = mapping(true);
+        batch_changed.spec.batch_size = Some(5);
+        tx.send_replace(Some(batch_changed));
+        changed(&mut rx, &key).await;
+
+        tx.send_replace(Some(mapping(false)));
+        changed(&mut rx, &key).await;
+        tx.send_replace(None);
+        changed(&mut rx, &key).await;
+    }
+}

@@ -1,0 +1,213 @@
+//! The AWS SDK configuration of a mapping's connection (region, endpoint override, credentials),
+//! shared by every source.
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use crate::api::{AwsConnection, CredentialsSecretRef};
+
+pub const DEFAULT_ACCESS_KEY_ID_KEY: &str = "AWS_ACCESS_KEY_ID";
+pub const DEFAULT_SECRET_ACCESS_KEY_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub const DEFAULT_SESSION_TOKEN_KEY: &str = "AWS_SESSION_TOKEN";
+
+/// Why a connection's credentials could not be read; names the Secret, the key and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("{field}: cannot read Secret {namespace}/{name}: {source}")]
+    Read {
+        field: String,
+        namespace: String,
+        name: String,
+        source: Box<kube::Error>,
+    },
+    #[error("{field}: Secret {name} has no key {key:?}")]
+    MissingKey {
+        field: String,
+        name: String,
+        key: String,
+    },
+    #[error("{field}: key {key:?} of Secret {name} is not UTF-8 text")]
+    NotText {
+        field: String,
+        name: String,
+        key: String,
+    },
+}
+
+/// The SDK configuration for `connection`: its region and endpoint when set, credentials from
+/// its Secret (read through the Kubernetes API) or else the default AWS chain (env, web
+/// identity / IRSA, EKS pod identity). `field` is the connection's path in the spec, for
+/// errors (`spec.source.sqs`).
+pub async fn sdk_config(
+    client: &kube::Client,
+    namespace: &str,
+    connection: &AwsConnection,
+    field: &str,
+) -> Result<SdkConfig, CredentialsError> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &connection.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &connection.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(reference) = &connection.credentials_secret_ref {
+        let field = format!("{field}.credentialsSecretRef");
+        let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+            .get(&reference.name)
+            .await
+            .map_err(|source| CredentialsError::Read {
+                field: field.clone(),
+                namespace: namespace.to_owned(),
+                name: reference.name.clone(),
+                source: Box::new(source),
+            })?;
+        loader = loader.credentials_provider(credentials_from_secret(&secret, reference, &field)?);
+    }
+    Ok(loader.load().await)
+}
+
+/// Static credentials from a Secret's keys (defaults `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, optional `AWS_SESSION_TOKEN`).
+pub fn credentials_from_secret(
+    secret: &Secret,
+    reference: &CredentialsSecretRef,
+    field: &str,
+) -> Result<Credentials, CredentialsError> {
+    let value = |key: &str| -> Result<Option<String>, CredentialsError> {
+        let Some(bytes) = secret.data.as_ref().and_then(|data| data.get(key)) else {
+            return Ok(None);
+        };
+        String::from_utf8(bytes.0.clone())
+            .map(|text| Some(text.trim().to_owned()))
+            .map_err(|_| CredentialsError::NotText {
+                field: field.to_owned(),
+                name: reference.name.clone(),
+                key: key.to_owned(),
+            })
+    };
+    let required = |key: &str| -> Result<String, CredentialsError> {
+        value(key)?.ok_or_else(|| CredentialsError::MissingKey {
+            field: field.to_owned(),
+            name: reference.name.clone(),
+            key: key.to_owned(),
+        })
+    };
+    let access_key_id = required(
+        reference
+            .access_key_id_key
+            .as_deref()
+            .unwrap_or(DEFAULT_ACCESS_KEY_ID_KEY),
+    )?;
+    let secret_access_key = required(
+        reference
+            .secret_access_key_key
+            .as_deref()
+            .unwrap_or(DEFAULT_SECRET_ACCESS_KEY_KEY),
+    )?;
+    let session_token = value(
+        reference
+            .session_token_key
+            .as_deref()
+            .unwrap_or(DEFAULT_SESSION_TOKEN_KEY),
+    )?;
+    Ok(Credentials::new(
+        access_key_id,
+        secret_access_key,
+        session_token,
+        None,
+        "esm-operator-secret",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+
+    use super::*;
+
+    fn secret(pairs: &[(&str, &[u8])]) -> Secret {
+        Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    fn reference() -> CredentialsSecretRef {
+        CredentialsSecretRef {
+            name: "aws".into(),
+            access_key_id_key: None,
+            secret_access_key_key: None,
+            session_token_key: None,
+        }
+    }
+
+    const FIELD: &str = "spec.source.sqs.credentialsSecretRef";
+
+    #[test]
+    fn default_keys() {
+        let creds = credentials_from_secret(
+            &secret(&[
+                ("AWS_ACCESS_KEY_ID", b"AKID\n"),
+                ("AWS_SECRET_ACCESS_KEY", b"shh"),
+            ]),
+            &reference(),
+            FIELD,
+        )
+        .unwrap();
+        assert_eq!(creds.access_key_id(), "AKID");
+        assert_eq!(creds.secret_access_key(), "shh");
+        assert_eq!(creds.session_token(), None);
+    }
+
+    #[test]
+    fn custom_keys_and_session_token() {
+        let reference = CredentialsSecretRef {
+            access_key_id_key: Some("id".into()),
+            secret_access_key_key: Some("key".into()),
+            session_token_key: Some("token".into()),
+            ..reference()
+        };
+        let creds = credentials_from_secret(
+            &secret(&[("id", b"A"), ("key", b"B"), ("token", b"C")]),
+            &reference,
+            FIELD,
+        )
+        .unwrap();
+        assert_eq!(creds.access_key_id(), "A");
+        assert_eq!(creds.session_token(), Some("C"));
+    }
+
+    #[test]
+    fn errors_name_the_secret_and_key() {
+        let err =
+            credentials_from_secret(&secret(&[("AWS_ACCESS_KEY_ID", b"A")]), &reference(), FIELD)
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.source.sqs.credentialsSecretRef: Secret aws has no key \"AWS_SECRET_ACCESS_KEY\""
+        );
+        let err = credentials_from_secret(
+            &secret(&[
+                ("AWS_ACCESS_KEY_ID", b"\xff"),
+                ("AWS_SECRET_ACCESS_KEY", b"B"),
+            ]),
+            &reference(),
+            FIELD,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"AWS_ACCESS_KEY_ID\" of Secret aws is not UTF-8"),
+            "{err}"
+        );
+    }
+}

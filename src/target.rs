@@ -1,0 +1,445 @@
+//! Calling the target (SPEC §5): an HTTP POST of the event, and what the answer means for the
+//! batch.
+//!
+//! [`HttpTarget`] does the call behind the [`Invoke`] trait (so the engine is tested without a
+//! network); [`classify`] turns its result into an [`Outcome`], pure.
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, Target};
+
+/// Most of a response body that is read: Lambda's response payload limit. A larger partial
+/// batch response fails the batch; other answers only need the status.
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// Characters of a failed answer's body quoted in reasons and logs.
+const BODY_SNIPPET_CHARS: usize = 200;
+
+/// A target's answer: status and (up to [`MAX_RESPONSE_BYTES`] of) the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The body was longer than [`MAX_RESPONSE_BYTES`] and was cut there.
+    pub truncated: bool,
+}
+
+/// A call that got no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within the {}s target timeout", .0.as_secs())]
+    Timeout(Duration),
+    #[error("connection error: {0}")]
+    Connect(String),
+    #[error("request failed: {0}")]
+    Request(String),
+}
+
+/// Sends one event to the target.
+pub trait Invoke: Send + Sync + 'static {
+    fn invoke(
+        &self,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<TargetResponse, CallError>> + Send;
+}
+
+/// What a call means for its batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every record succeeded.
+    Success,
+    /// A partial batch response: positions (ascending, no repeats) of the records that failed.
+    PartialFailure(Vec<usize>),
+    /// The whole batch failed, and why.
+    Failure(String),
+}
+
+/// Classifies a call's result. `item_ids` are the batch's item identifiers in order when the
+/// mapping uses `ReportBatchItemFailures`, `None` when it does not (then any 2xx is a success).
+pub fn classify(result: &Result<TargetResponse, CallError>, item_ids: Option<&[&str]>) -> Outcome {
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => return Outcome::Failure(err.to_string()),
+    };
+    if !(200..300).contains(&response.status) {
+        return Outcome::Failure(format!(
+            "target answered HTTP {}{}",
+            response.status,
+            body_snippet(&response.body)
+        ));
+    }
+    let Some(ids) = item_ids else {
+        return Outcome::Success;
+    };
+    if response.truncated {
+        return Outcome::Failure(format!(
+            "partial batch response is larger than {MAX_RESPONSE_BYTES} bytes"
+        ));
+    }
+    match batch_item_failures(&response.body, ids) {
+        Ok(failed) if failed.is_empty() => Outcome::Success,
+        Ok(failed) => Outcome::PartialFailure(failed),
+        Err(reason) => Outcome::Failure(format!("invalid partial batch response: {reason}")),
+    }
+}
+
+/// Positions of the records a partial batch response lists. An empty body, `null`, an object
+/// without `batchItemFailures` or an empty list mean none failed; invalid JSON, an item without
+/// a non-empty string `itemIdentifier`, or one naming no record of the batch are errors.
+fn batch_item_failures(body: &[u8], ids: &[&str]) -> Result<Vec<usize>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let parsed: Value = serde_json::from_slice(body)
+        .map_err(|err| format!("not valid JSON ({err}){}", body_snippet(body)))?;
+    let failures = match &parsed {
+        Value::Null => return Ok(Vec::new()),
+        Value::Object(map) => match map.get("batchItemFailures") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => return Err(format!("batchItemFailures is not a list: {other}")),
+        },
+        other => return Err(format!("not a JSON object: {other}")),
+    };
+    if failures.is_empty() {
+        return Ok(Vec::new());
+    }
+    let positions: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut failed = Vec::with_capacity(failures.len());
+    for (index, item) in failures.iter().enumerate() {
+        let identifier = match item.get("itemIdentifier") {
+            Some(Value::String(id)) if !id.is_empty() => id.as_str(),
+            Some(Value::String(_)) => {
+                return Err(format!(
+                    "batchItemFailures[{index}].itemIdentifier is empty"
+                ));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "batchItemFailures[{index}].itemIdentifier is not a string: {other}"
+                ));
+            }
+            None => return Err(format!("batchItemFailures[{index}] has no itemIdentifier")),
+        };
+        let Some(&position) = positions.get(identifier) else {
+            return Err(format!(
+                "batchItemFailures[{index}].itemIdentifier {identifier:?} is not in the batch"
+            ));
+        };
+        failed.push(position);
+    }
+    failed.sort_unstable();
+    failed.dedup();
+    Ok(failed)
+}
+
+/// `: <start of the body>` for reasons, bounded and on a character boundary; empty for an
+/// empty body.
+fn body_snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(BODY_SNIPPET_CHARS * 4)]);
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    match text.char_indices().nth(BODY_SNIPPET_CHARS) {
+        Some((cut, _)) => format!(": {}...", &text[..cut]),
+        None => format!(": {text}"),
+    }
+}
+
+/// Where a mapping's batches go: the Service as `http://NAME.NAMESPACE.svc:PORT/PATH`, or the
+/// URL.
+pub fn target_url(target: &Target, mapping_namespace: &str) -> Option<String> {
+    match (&target.endpoint.service, &target.endpoint.url) {
+        (Some(service), None) => Some(format!(
+            "http://{}.{}.svc:{}{}",
+            service.name,
+            service.namespace.as_deref().unwrap_or(mapping_namespace),
+            service.port,
+            service.path.as_deref().unwrap_or("/")
+        )),
+        (None, Some(url)) => Some(url.clone()),
+        _ => None,
+    }
+}
+
+/// The target of a mapping over HTTP; one client, so connections are reused between calls.
+#[derive(Clone, Debug)]
+pub struct HttpTarget {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    timeout: Duration,
+}
+
+/// A target that cannot be called as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetConfigError {
+    #[error("spec.target: exactly one of service, url must be set")]
+    NoEndpoint,
+    #[error("spec.target.url: {url:?} is not a valid URL: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot create the HTTP client: {0}")]
+    Client(String),
+}
+
+impl HttpTarget {
+    pub fn new(target: &Target, mapping_namespace: &str) -> Result<Self, TargetConfigError> {
+        let url = target_url(target, mapping_namespace).ok_or(TargetConfigError::NoEndpoint)?;
+        let url = reqwest::Url::parse(&url).map_err(|err| TargetConfigError::BadUrl {
+            url: url.clone(),
+            reason: err.to_string(),
+        })?;
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("esm-operator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| TargetConfigError::Client(err.to_string()))?;
+        let timeout = Duration::from_secs(u64::from(
+            target
+                .timeout_seconds
+                .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
+        ));
+        Ok(Self {
+            client,
+            url,
+            timeout,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn call_error(&self, err: reqwest::Error) -> CallError {
+        if err.is_timeout() {
+            CallError::Timeout(self.timeout)
+        } else if err.is_connect() {
+            CallError::Connect(error_chain(&err))
+        } else {
+            CallError::Request(error_chain(&err))
+        }
+    }
+}
+
+impl Invoke for HttpTarget {
+    async fn invoke(&self, payload: Vec<u8>) -> Result<TargetResponse, CallError> {
+        let mut response = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(self.timeout)
+            .body(payload)
+            .send()
+            .await
+            .map_err(|err| self.call_error(err))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = response.chunk().await.map_err(|err| self.call_error(err))? {
+            let room = MAX_RESPONSE_BYTES - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(TargetResponse {
+            status,
+            body,
+            truncated,
+        })
+    }
+}
+
+/// The error and its sources, one line: reqwest's own message rarely says what went wrong.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{HttpEndpoint, ServiceReference};
+
+    fn ok(status: u16, body: &str) -> Result<TargetResponse, CallError> {
+        Ok(TargetResponse {
+            status,
+            body: body.as_bytes().to_vec(),
+            truncated: false,
+        })
+    }
+
+    const IDS: &[&str] = &["a", "b", "c"];
+
+    #[test]
+    fn any_2xx_succeeds_without_partial_responses() {
+        assert_eq!(classify(&ok(200, "garbage"), None), Outcome::Success);
+        assert_eq!(classify(&ok(204, ""), None), Outcome::Success);
+    }
+
+    #[test]
+    fn non_2xx_fails_with_status_and_bounded_body() {
+        let long = "x".repeat(10_000);
+        let Outcome::Failure(reason) = classify(&ok(503, &long), None) else {
+            panic!("503 must fail");
+        };
+        assert!(
+            reason.starts_with("target answered HTTP 503: xxx"),
+            "{reason}"
+        );
+        assert!(
+            reason.len() < 300,
+            "reason is bounded: {} bytes",
+            reason.len()
+        );
+        assert_eq!(
+            classify(&ok(302, ""), Some(IDS)),
+            Outcome::Failure("target answered HTTP 302".into())
+        );
+    }
+
+    #[test]
+    fn call_errors_fail_the_batch() {
+        let timeout = Err(CallError::Timeout(Duration::from_secs(3)));
+        assert_eq!(
+            classify(&timeout, Some(IDS)),
+            Outcome::Failure("no answer within the 3s target timeout".into())
+        );
+    }
+
+    #[test]
+    fn partial_responses_list_failed_positions() {
+        let body = r#"{"batchItemFailures":[{"itemIdentifier":"c"},{"itemIdentifier":"a"},{"itemIdentifier":"c"}]}"#;
+        assert_eq!(
+            classify(&ok(200, body), Some(IDS)),
+            Outcome::PartialFailure(vec![0, 2])
+        );
+    }
+
+    #[test]
+    fn empty_or_absent_failure_lists_are_success() {
+        for body in [
+            "",
+            "  \n",
+            "null",
+            "{}",
+            r#"{"batchItemFailures":[]}"#,
+            r#"{"batchItemFailures":null}"#,
+            r#"{"statusCode":200}"#,
+        ] {
+            assert_eq!(
+                classify(&ok(200, body), Some(IDS)),
+                Outcome::Success,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_partial_responses_fail_the_whole_batch_naming_the_problem() {
+        for (body, expected) in [
+            ("garbage", "not valid JSON"),
+            ("[1,2]", "not a JSON object: [1,2]"),
+            (
+                r#"{"batchItemFailures":"a"}"#,
+                "batchItemFailures is not a list",
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
+                "batchItemFailures[0].itemIdentifier is empty",
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":"a"},{"id":"b"}]}"#,
+                "batchItemFailures[1] has no itemIdentifier",
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":7}]}"#,
+                "itemIdentifier is not a string: 7",
+            ),
+            (
+                r#"{"batchItemFailures":[{"itemIdentifier":"zz"}]}"#,
+                r#"itemIdentifier "zz" is not in the batch"#,
+            ),
+        ] {
+            match classify(&ok(200, body), Some(IDS)) {
+                Outcome::Failure(reason) => assert!(
+                    reason.contains(expected),
+                    "{body}: {reason:?} should contain {expected:?}"
+                ),
+                other => panic!("{body}: expected a failure, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_partial_response_fails() {
+        let result = Ok(TargetResponse {
+            status: 200,
+            body: b"{}".to_vec(),
+            truncated: true,
+        });
+        assert!(matches!(classify(&result, Some(IDS)), Outcome::Failure(_)));
+        assert_eq!(classify(&result, None), Outcome::Success);
+    }
+
+    #[test]
+    fn snippet_cuts_on_a_character_boundary() {
+        let text = "é".repeat(500);
+        let snippet = body_snippet(text.as_bytes());
+        assert_eq!(
+            snippet.chars().filter(|c| *c == 'é').count(),
+            BODY_SNIPPET_CHARS
+        );
+        assert!(snippet.ends_with("..."));
+        assert_eq!(body_snippet(b"  "), "");
+    }
+
+    #[test]
+    fn service_targets_resolve_to_cluster_dns() {
+        let mut target = Target {
+            endpoint: HttpEndpoint {
+                service: Some(ServiceReference {
+                    name: "orders".into(),
+                    namespace: None,
+                    port: 8080,
+                    path: Some("/events".into()),
+                }),
+                url: None,
+            },
+            timeout_seconds: Some(5),
+        };
+        assert_eq!(
+            target_url(&target, "shop").as_deref(),
+            Some("http://orders.shop.svc:8080/events")
+        );
+        let http = HttpTarget::new(&target, "shop").expect("valid target");
+        assert_eq!(http.timeout(), Duration::from_secs(5));
+        target.endpoint.service.as_mut().unwrap().path = None;
+        target.endpoint.service.as_mut().unwrap().namespace = Some("other".into());
+        assert_eq!(
+            target_url(&target, "shop").as_deref(),
+            Some("http://orders.other.svc:8080/")
+        );
+        target.endpoint.service = None;
+        target.endpoint.url = Some("not a url".into());
+        let err = HttpTarget::new(&target, "shop").expect_err("bad url");
+        assert!(
+            err.to_string()
+                .starts_with("spec.target.url: \"not a url\""),
+            "{err}"
+        );
+    }
+}
