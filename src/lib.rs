@@ -8,4 +8,5 @@ pub mod crd;
 pub mod error;
 pub mod filter;
 pub mod metrics;
+pub mod sources;
 pub mod telemetry;

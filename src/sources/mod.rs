@@ -1,0 +1,5 @@
+//! Event sources, one file each behind narrow traits.
+
+pub mod dynamodb_streams;
+pub mod kinesis;
+pub mod sharded;
