@@ -8,5 +8,6 @@ pub mod crd;
 pub mod error;
 pub mod filter;
 pub mod metrics;
+pub mod poller;
 pub mod sources;
 pub mod telemetry;

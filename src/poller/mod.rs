@@ -1,0 +1,3 @@
+//! The poller engine.
+
+pub mod checkpoint;
