@@ -4,6 +4,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{EncryptionType, Record, ShardIteratorType};
 use aws_smithy_types::DateTime;
 use aws_types::SdkConfig;
+use k8s_openapi::jiff::Unit;
 
 use super::sharded::{
     KinesisEncryption, KinesisRecord, RecordPage, RecordPayload, Shard, ShardPosition,
@@ -166,10 +167,13 @@ impl ShardedStream for KinesisStream {
 
 fn stream_record(record: Record) -> StreamRecord {
     StreamRecord {
+        // Kinesis sends milliseconds as fractional epoch seconds; the SDK's float parse leaves
+        // nanosecond noise (…21.983999967) that would put the time before the record's.
         approximate_arrival: record
             .approximate_arrival_timestamp
             .as_ref()
-            .and_then(timestamp),
+            .and_then(timestamp)
+            .and_then(|arrival| arrival.round(Unit::Millisecond).ok()),
         sequence_number: record.sequence_number,
         payload: RecordPayload::Kinesis(KinesisRecord {
             partition_key: record.partition_key.unwrap_or_default(),
@@ -212,7 +216,7 @@ mod tests {
             .sequence_number("4960")
             .partition_key("customer-7")
             .data(aws_smithy_types::Blob::new(b"{\"a\":1}".to_vec()))
-            .approximate_arrival_timestamp(DateTime::from_secs_and_nanos(1_700_000_000, 500))
+            .approximate_arrival_timestamp(DateTime::from_secs_f64(1_700_000_000.984))
             .encryption_type(EncryptionType::Kms)
             .build()
             .unwrap();
@@ -220,8 +224,8 @@ mod tests {
         assert_eq!(record.sequence_number, "4960");
         assert_eq!(record.ordering_key(), "customer-7");
         assert_eq!(
-            record.approximate_arrival.unwrap().as_nanosecond(),
-            1_700_000_000_000_000_500
+            record.approximate_arrival.unwrap().as_millisecond(),
+            1_700_000_000_984
         );
         let RecordPayload::Kinesis(kinesis) = record.payload else {
             panic!("not a Kinesis record");
