@@ -6,6 +6,7 @@
 //! reports `status.lastProcessingResult`. Setup errors (a queue that does not exist, a missing
 //! Secret) are reported in status and retried with backoff; they never end the process.
 pub mod batch;
+pub mod checkpoint;
 pub mod metrics;
 pub mod queue;
 pub mod status;

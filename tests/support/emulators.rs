@@ -1,9 +1,14 @@
 //! AWS emulators for integration tests, started with `hack/emulators.sh` in a private state
 //! directory. The guard stops them on drop (also when the test panics); a reaper process stops
 //! them if the test process dies without unwinding (killed, aborted).
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, Weak};
 
+use aws_types::SdkConfig;
+use aws_types::region::Region;
+use aws_types::sdk_config::SharedCredentialsProvider;
 use tempfile::TempDir;
 
 /// Running emulators; stopped when dropped.
@@ -54,6 +59,43 @@ impl Emulators {
             .map(|(_, value)| value.as_str())
             .unwrap_or_else(|| panic!("{name} was not started"))
     }
+
+    /// SDK settings for emulator `name`: test credentials, us-east-1.
+    pub fn sdk_config(&self, name: &str) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint(name))
+            .credentials_provider(SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("test", "test", None, None, "test"),
+            ))
+            .build()
+    }
+}
+
+/// The emulator `name`, started on first use and shared by the tests of this binary that run
+/// at the same time; stopped when the last of them drops it.
+pub fn shared(name: &'static str) -> Arc<Emulators> {
+    static RUNNING: Mutex<Option<HashMap<&'static str, Weak<Emulators>>>> = Mutex::new(None);
+    let mut running = RUNNING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let running = running.get_or_insert_with(HashMap::new);
+    if let Some(emulators) = running.get(name).and_then(Weak::upgrade) {
+        return emulators;
+    }
+    let emulators = Arc::new(Emulators::start(&[name]));
+    running.insert(name, Arc::downgrade(&emulators));
+    emulators
+}
+
+/// A name no other test run uses.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
 impl Drop for Emulators {

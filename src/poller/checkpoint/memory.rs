@@ -1,0 +1,196 @@
+//! Shard leases in memory, with the Kubernetes store's rules (versions, holders, expiry), for
+//! unit tests of balancing and of the stream engine.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use super::{
+    Checkpoint, LeaseError, LeaseSnapshot, Presence, ShardLease, ShardLeaseStore, StaleLease,
+};
+use crate::sources::sharded::Shard;
+
+/// The leases of one mapping, shared by the stores of several replicas.
+#[derive(Default)]
+pub(crate) struct MemoryLeases {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    last_version: u64,
+    shards: BTreeMap<String, ShardLease>,
+    presences: BTreeMap<String, Presence>,
+}
+
+impl State {
+    fn next_version(&mut self) -> String {
+        self.last_version += 1;
+        self.last_version.to_string()
+    }
+}
+
+/// One replica's view of [`MemoryLeases`].
+pub(crate) struct MemoryLeaseStore {
+    leases: Arc<MemoryLeases>,
+    holder: String,
+    duration: Duration,
+}
+
+impl MemoryLeases {
+    pub(crate) fn store(self: &Arc<Self>, holder: &str, duration: Duration) -> MemoryLeaseStore {
+        MemoryLeaseStore {
+            leases: Arc::clone(self),
+            holder: holder.into(),
+            duration,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The lease of `shard_id` as stored now.
+    pub(crate) fn lease(&self, shard_id: &str) -> Option<ShardLease> {
+        self.state().shards.get(shard_id).cloned()
+    }
+}
+
+impl MemoryLeaseStore {
+    /// Changes a lease this replica holds.
+    fn write_held(
+        &self,
+        shard_id: &str,
+        change: impl FnOnce(&mut ShardLease),
+    ) -> Result<ShardLease, LeaseError> {
+        let mut state = self.leases.state();
+        let version = state.next_version();
+        match state.shards.get_mut(shard_id) {
+            Some(lease) if lease.is_held_by(&self.holder) => {
+                change(lease);
+                lease.version = version;
+                Ok(lease.clone())
+            }
+            _ => Err(LeaseError::Lost {
+                shard_id: shard_id.into(),
+                holder: self.holder.clone(),
+            }),
+        }
+    }
+}
+
+impl ShardLeaseStore for MemoryLeaseStore {
+    fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    async fn list(&self) -> Result<LeaseSnapshot, LeaseError> {
+        let state = self.leases.state();
+        Ok(LeaseSnapshot {
+            shards: state.shards.values().cloned().collect(),
+            presences: state.presences.values().cloned().collect(),
+        })
+    }
+
+    async fn heartbeat(&self, now: Timestamp) -> Result<(), LeaseError> {
+        let mut state = self.leases.state();
+        let version = state.next_version();
+        state.presences.insert(
+            self.holder.clone(),
+            Presence {
+                holder: self.holder.clone(),
+                renew_time: Some(now),
+                duration: self.duration,
+                version,
+            },
+        );
+        Ok(())
+    }
+
+    async fn try_acquire(
+        &self,
+        shard: &Shard,
+        observed: Option<&ShardLease>,
+        now: Timestamp,
+    ) -> Result<ShardLease, LeaseError> {
+        let mut state = self.leases.state();
+        let version = state.next_version();
+        let current = state.shards.get(&shard.shard_id);
+        let conflict = |reason: &str| LeaseError::Conflict {
+            shard_id: shard.shard_id.clone(),
+            reason: reason.into(),
+        };
+        let lease = match (observed, current) {
+            (None, None) => ShardLease {
+                shard_id: shard.shard_id.clone(),
+                parent_shard_ids: shard.parent_shard_ids.clone(),
+                holder: Some(self.holder.clone()),
+                renew_time: Some(now),
+                duration: self.duration,
+                checkpoint: None,
+                transitions: 0,
+                version,
+            },
+            (Some(observed), Some(current)) if observed.version == current.version => {
+                if !observed.is_takeable_by(&self.holder, now) {
+                    return Err(conflict("held by another replica"));
+                }
+                ShardLease {
+                    holder: Some(self.holder.clone()),
+                    renew_time: Some(now),
+                    duration: self.duration,
+                    transitions: current.transitions + 1,
+                    version,
+                    ..current.clone()
+                }
+            }
+            _ => return Err(conflict("changed since observed")),
+        };
+        state.shards.insert(shard.shard_id.clone(), lease.clone());
+        Ok(lease)
+    }
+
+    async fn renew(&self, shard_id: &str, now: Timestamp) -> Result<ShardLease, LeaseError> {
+        self.write_held(shard_id, |lease| lease.renew_time = Some(now))
+    }
+
+    async fn checkpoint(
+        &self,
+        shard_id: &str,
+        checkpoint: &Checkpoint,
+        now: Timestamp,
+    ) -> Result<ShardLease, LeaseError> {
+        self.write_held(shard_id, |lease| {
+            lease.checkpoint = Some(checkpoint.clone());
+            lease.renew_time = Some(now);
+        })
+    }
+
+    async fn release(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.write_held(shard_id, |lease| lease.holder = None)
+            .map(|_| ())
+    }
+
+    async fn remove(&self, stale: &StaleLease) -> Result<(), LeaseError> {
+        let mut state = self.leases.state();
+        match stale {
+            StaleLease::Shard(lease) => {
+                if state.shards.get(&lease.shard_id).map(|l| &l.version) == Some(&lease.version) {
+                    state.shards.remove(&lease.shard_id);
+                }
+            }
+            StaleLease::Presence(presence) => {
+                if state.presences.get(&presence.holder).map(|p| &p.version)
+                    == Some(&presence.version)
+                {
+                    state.presences.remove(&presence.holder);
+                }
+            }
+        }
+        Ok(())
+    }
+}
