@@ -443,8 +443,10 @@ pub struct EventSourceMappingStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready and other conditions.
+    /// Ready (from the controller) and source checks such as QueueVisibilityTimeout (from the
+    /// pollers). A map keyed by type, so each writer owns its own conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::Context;
 use super::build::{self, Children};
-use super::status::{self, Observation, Workload};
+use super::status::{self, NextStatus, Observation, Workload};
 use super::validate::{self, InvalidSpec};
 use crate::api::{EventSourceMapping, EventSourceMappingStatus};
 use crate::error::Result;
@@ -128,15 +128,27 @@ fn observe(deployment: &Deployment) -> Workload {
 
 async fn update_status(
     mapping: &EventSourceMapping,
-    next: EventSourceMappingStatus,
+    next: NextStatus,
     ctx: &Context,
 ) -> Result<()> {
-    let previous = mapping.status.clone().unwrap_or_default();
+    let api: Api<EventSourceMapping> =
+        Api::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
+    if let Some(result) = &next.processing_result {
+        // A merge patch, not an apply: pollers own this field once they run, and an apply that
+        // later left it out would delete their value.
+        let patch = json!({"status": {"lastProcessingResult": result}});
+        api.patch_status(
+            &mapping.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    let previous = status::owned_part(&mapping.status.clone().unwrap_or_default());
+    let next = next.owned;
     if previous == next {
         return Ok(());
     }
-    let api: Api<EventSourceMapping> =
-        Api::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": "esm.dev/v1alpha1",
         "kind": "EventSourceMapping",

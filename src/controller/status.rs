@@ -7,6 +7,7 @@ use crate::api::{EventSourceMapping, EventSourceMappingStatus, State};
 
 pub const READY: &str = "Ready";
 const INVALID_SPEC_PROBLEM: &str = "PROBLEM: invalid spec: ";
+const NO_RECORDS: &str = "No records processed";
 
 /// What the reconciler saw of the poller workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,14 +35,39 @@ pub enum Observation<'a> {
     Running(Workload),
 }
 
-/// The status after this reconciliation; equal to the current one when nothing changed, so an
-/// unchanged mapping causes no write.
+/// What the controller writes after a reconciliation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NextStatus {
+    /// The fields the controller owns (see [`owned_part`]); equal to the current ones when
+    /// nothing changed, so an unchanged mapping causes no write.
+    pub owned: EventSourceMappingStatus,
+    /// A new `lastProcessingResult`, when the controller has something to say: an invalid spec,
+    /// or "No records processed" before any poller reported. Pollers own it otherwise.
+    pub processing_result: Option<String>,
+}
+
+/// The part of a status the controller owns: everything but `lastProcessingResult` and the
+/// conditions pollers write.
+pub fn owned_part(status: &EventSourceMappingStatus) -> EventSourceMappingStatus {
+    EventSourceMappingStatus {
+        last_processing_result: None,
+        conditions: status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == READY)
+            .cloned()
+            .collect(),
+        ..status.clone()
+    }
+}
+
 pub fn next_status(
     mapping: &EventSourceMapping,
     observation: Observation<'_>,
     now: Timestamp,
-) -> EventSourceMappingStatus {
-    let previous = mapping.status.clone().unwrap_or_default();
+) -> NextStatus {
+    let current = mapping.status.clone().unwrap_or_default();
+    let previous = owned_part(&current);
     let generation = mapping.metadata.generation;
     let spec_changed =
         previous.observed_generation.is_some() && previous.observed_generation != generation;
@@ -50,10 +76,20 @@ pub fn next_status(
         observed_generation: generation,
         ..previous.clone()
     };
-    let invalid = matches!(observation, Observation::Invalid(_));
+    let processing_result = match &observation {
+        Observation::Invalid(invalid) => Some(format!("{INVALID_SPEC_PROBLEM}{invalid}")),
+        _ if current
+            .last_processing_result
+            .as_deref()
+            .is_none_or(|r| r.starts_with(INVALID_SPEC_PROBLEM)) =>
+        {
+            Some(NO_RECORDS.to_string())
+        }
+        _ => None,
+    }
+    .filter(|result| current.last_processing_result.as_ref() != Some(result));
     let (state, reason, ready) = match observation {
         Observation::Invalid(invalid) => {
-            status.last_processing_result = Some(format!("{INVALID_SPEC_PROBLEM}{invalid}"));
             let state = previous.state.unwrap_or(State::Creating);
             (
                 state,
@@ -108,13 +144,6 @@ pub fn next_status(
         status.state_transition_reason = Some(reason);
     }
     status.state = Some(state);
-    let stale_problem = status
-        .last_processing_result
-        .as_deref()
-        .is_none_or(|r| r.starts_with(INVALID_SPEC_PROBLEM));
-    if !invalid && stale_problem {
-        status.last_processing_result = Some("No records processed".into());
-    }
     let (cond_status, cond_reason, message) = ready;
     set_condition(
         &mut status.conditions,
@@ -125,7 +154,10 @@ pub fn next_status(
         generation,
         now,
     );
-    status
+    NextStatus {
+        owned: status,
+        processing_result,
+    }
 }
 
 /// State machine of SPEC §9, driven by the workload the reconciler sees.
@@ -220,8 +252,17 @@ mod tests {
         }
     }
 
+    /// The status after one reconciliation, as the API server would hold it.
     fn step(m: &EventSourceMapping, w: Workload) -> EventSourceMappingStatus {
-        next_status(m, Observation::Running(w), now())
+        applied(m, next_status(m, Observation::Running(w), now()))
+    }
+
+    fn applied(m: &EventSourceMapping, next: NextStatus) -> EventSourceMappingStatus {
+        let current = m.status.clone().unwrap_or_default();
+        EventSourceMappingStatus {
+            last_processing_result: next.processing_result.or(current.last_processing_result),
+            ..next.owned
+        }
     }
 
     #[test]
@@ -279,7 +320,12 @@ mod tests {
             Observation::Running(workload(1, 1, 1, true)),
             "2026-11-23T11:00:00Z".parse().unwrap(),
         );
-        assert_eq!(first, later, "no new transition time, no write");
+        assert_eq!(
+            owned_part(&first),
+            later.owned,
+            "no new transition time, no write"
+        );
+        assert_eq!(later.processing_result, None);
     }
 
     #[test]
@@ -289,10 +335,10 @@ mod tests {
             field: "spec.filterCriteria".into(),
             message: "bad pattern".into(),
         };
-        let status = next_status(
-            &mapping(true, 2, Some(enabled)),
-            Observation::Invalid(&invalid),
-            now(),
+        let before = mapping(true, 2, Some(enabled));
+        let status = applied(
+            &before,
+            next_status(&before, Observation::Invalid(&invalid), now()),
         );
         assert_eq!(status.state, Some(State::Enabled));
         assert_eq!(status.conditions[0].reason, "InvalidSpec");
@@ -312,6 +358,34 @@ mod tests {
     }
 
     #[test]
+    fn pollers_own_the_processing_result_and_their_conditions() {
+        let mut status = step(&mapping(true, 1, None), workload(1, 1, 1, true));
+        status.last_processing_result = Some("OK".into());
+        set_condition(
+            &mut status.conditions,
+            "QueueVisibilityTimeout",
+            "False",
+            "TooShort",
+            "30 s < 180 s",
+            Some(1),
+            now(),
+        );
+        let next = next_status(
+            &mapping(true, 1, Some(status)),
+            Observation::Running(workload(1, 1, 1, true)),
+            now(),
+        );
+        assert_eq!(next.processing_result, None, "the poller's OK stays");
+        assert_eq!(next.owned.last_processing_result, None);
+        assert_eq!(
+            next.owned.conditions.len(),
+            1,
+            "only Ready is the controller's"
+        );
+        assert_eq!(next.owned.conditions[0].type_, READY);
+    }
+
+    #[test]
     fn deleting_is_reported() {
         let enabled = step(&mapping(true, 1, None), workload(1, 1, 1, true));
         let status = next_status(
@@ -319,6 +393,6 @@ mod tests {
             Observation::Deleting,
             now(),
         );
-        assert_eq!(status.state, Some(State::Deleting));
+        assert_eq!(status.owned.state, Some(State::Deleting));
     }
 }
