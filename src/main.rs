@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use esm_operator::admin::{self, Readiness};
-use esm_operator::controller::{self, ControllerConfig, PollerConfig};
+use esm_operator::controller::{self, ControllerConfig, PollerConfig, PollerPlacement};
 use esm_operator::metrics::ControllerMetrics;
 use esm_operator::poller;
 use esm_operator::telemetry::{self, LogFormat};
@@ -57,6 +57,8 @@ struct PollerArgs {
 enum PollerMode {
     /// One Deployment of pollers per mapping.
     Deployments,
+    /// Every mapping's pollers as tasks of the controller process.
+    InProcess,
 }
 
 #[derive(clap::Args)]
@@ -123,15 +125,14 @@ async fn main() -> anyhow::Result<()> {
                 readiness.clone(),
                 shutdown_signal(),
             ));
-            match args.pollers {
-                PollerMode::Deployments => {
-                    let config = ControllerConfig {
-                        poller,
-                        watch_namespace: args.watch_namespace,
-                    };
-                    controller::run(client, config, metrics, readiness, shutdown_signal()).await
-                }
-            }
+            let config = ControllerConfig {
+                pollers: match args.pollers {
+                    PollerMode::Deployments => PollerPlacement::Deployments(poller),
+                    PollerMode::InProcess => PollerPlacement::InProcess,
+                },
+                watch_namespace: args.watch_namespace,
+            };
+            controller::run(client, config, metrics, readiness, shutdown_signal()).await;
             admin.await??;
             Ok(())
         }

@@ -1,5 +1,6 @@
 //! The controller: watches mappings and reconciles each into its poller workload.
 pub mod build;
+mod in_process;
 mod reconcile;
 pub mod scaling;
 pub mod status;
@@ -16,32 +17,53 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 pub use self::build::PollerConfig;
+use self::in_process::InProcessPollers;
 pub use self::reconcile::FIELD_MANAGER;
 use crate::admin::Readiness;
 use crate::api::EventSourceMapping;
 use crate::error::Error;
 use crate::metrics::ControllerMetrics;
+use crate::poller::PollerContext;
+use crate::poller::metrics::PollerMetrics;
 
+/// How often in-process pollers of deleted mappings are stopped.
+const IN_PROCESS_SWEEP: Duration = Duration::from_secs(5);
 /// First delay after a failed reconciliation; doubles per consecutive failure of that object.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// Where the pollers of the mappings run.
+#[derive(Clone, Debug)]
+pub enum PollerPlacement {
+    /// One Deployment per mapping, running `esm-operator poller`.
+    Deployments(PollerConfig),
+    /// Tasks inside the controller process.
+    InProcess,
+}
+
 /// How the controller runs; from flags and the Helm chart.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
-    pub poller: PollerConfig,
+    pub pollers: PollerPlacement,
     /// Watch only this namespace instead of the whole cluster.
     pub watch_namespace: Option<String>,
+}
+
+/// The pollers as the reconciler drives them.
+enum Pollers {
+    Deployments(PollerConfig),
+    InProcess(InProcessPollers),
 }
 
 /// Shared by every reconciliation.
 pub struct Context {
     pub client: Client,
-    pub poller: PollerConfig,
+    pollers: Pollers,
     pub metrics: ControllerMetrics,
     recorder: Recorder,
     /// Consecutive failures per object, for per-object exponential backoff.
@@ -49,7 +71,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, poller: PollerConfig, metrics: ControllerMetrics) -> Self {
+    fn new(client: Client, pollers: Pollers, metrics: ControllerMetrics) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -57,7 +79,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            poller,
+            pollers,
             metrics,
             failures: Mutex::default(),
         }
@@ -136,22 +158,61 @@ pub async fn run(
         ),
     };
     wait_for_crd(&mappings).await;
+    let pollers = match config.pollers {
+        PollerPlacement::Deployments(poller) => Pollers::Deployments(poller),
+        PollerPlacement::InProcess => {
+            let poller_metrics = match PollerMetrics::new(&metrics.registry) {
+                Ok(m) => m,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot register poller metrics");
+                    return;
+                }
+            };
+            Pollers::InProcess(InProcessPollers::new(PollerContext {
+                client: client.clone(),
+                metrics: poller_metrics,
+            }))
+        }
+    };
     readiness.set(true);
-    let ctx = Arc::new(Context::new(client, config.poller, metrics));
+    let ctx = Arc::new(Context::new(client, pollers, metrics));
     // Children carry the mapping label; watching only those keeps the cache small.
     let children =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
-    Controller::new_with(mappings, watcher::Config::default(), resource)
+    let controller = Controller::new_with(mappings, watcher::Config::default(), resource.clone())
         .owns(deployments, children)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, ctx)
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let reconciling = controller
+        .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
                 Err(err) => tracing::debug!(error = %err, "reconcile stream"),
             }
-        })
-        .await;
+        });
+    if let Pollers::InProcess(pollers) = &ctx.pollers {
+        // Deleted mappings are not reconciled (no finalizer): sweep their pollers away.
+        let sweeping = async {
+            loop {
+                tokio::time::sleep(IN_PROCESS_SWEEP).await;
+                pollers
+                    .retain(|namespace, name| {
+                        store
+                            .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
+                            .is_some()
+                    })
+                    .await;
+            }
+        };
+        tokio::select! {
+            _ = reconciling => {}
+            _ = sweeping => {}
+        }
+        pollers.shutdown().await;
+    } else {
+        reconciling.await;
+    }
     tracing::info!("controller stopped");
 }
 

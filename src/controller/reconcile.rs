@@ -13,10 +13,10 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
-use super::Context;
 use super::build::{self, Children};
 use super::status::{self, NextStatus, Observation, Workload};
 use super::validate::{self, InvalidSpec};
+use super::{Context, Pollers};
 use crate::api::{EventSourceMapping, EventSourceMappingStatus};
 use crate::error::Result;
 
@@ -24,6 +24,8 @@ use crate::error::Result;
 pub const FIELD_MANAGER: &str = "esm-operator";
 /// Re-check even without a watch event, to repair drift of children that are not watched.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon to look again at in-process pollers that are starting or stopping.
+const SETTLE_POLL: Duration = Duration::from_secs(1);
 
 pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = object.namespace().unwrap_or_default();
@@ -37,16 +39,22 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
     let observation = match (&validation, mapping.meta().deletion_timestamp.is_some()) {
         (_, true) => Observation::Deleting,
         (Err(invalid), false) => Observation::Invalid(invalid),
-        (Ok(()), false) => {
-            let children = build::build(&mapping, &ctx.poller);
-            let deployment = apply_children(&mapping, &children, &ctx).await?;
-            Observation::Running(observe(&deployment))
-        }
+        (Ok(()), false) => match &ctx.pollers {
+            Pollers::Deployments(config) => {
+                let children = build::build(&mapping, config);
+                let deployment = apply_children(&mapping, &children, &ctx).await?;
+                Observation::Running(observe(&deployment))
+            }
+            Pollers::InProcess(pollers) => Observation::Running(pollers.ensure(&mapping)),
+        },
     };
+    // In-process pollers report no watch events: look again soon while they start or stop.
+    let settling = matches!(&ctx.pollers, Pollers::InProcess(_))
+        && matches!(observation, Observation::Running(w) if !w.settled());
     let next = status::next_status(&mapping, observation, now);
     update_status(&mapping, next, &ctx).await?;
     ctx.succeeded(&mapping);
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if settling { SETTLE_POLL } else { RESYNC }))
 }
 
 /// Whole seconds: the API server stores condition times at that precision, so a status computed

@@ -23,7 +23,7 @@ pub struct Workload {
 }
 
 impl Workload {
-    fn settled(&self) -> bool {
+    pub fn settled(&self) -> bool {
         self.rolled_out && self.current == self.desired && self.ready >= self.desired
     }
 }

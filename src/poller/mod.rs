@@ -16,8 +16,9 @@ use std::pin::pin;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use prometheus::Registry;
 use tokio::sync::watch;
 
@@ -62,18 +63,28 @@ pub struct PollerContext {
     pub metrics: PollerMetrics,
 }
 
+/// What the process that runs a mapping's pollers can see of them.
+#[derive(Clone, Default)]
+pub struct PollerHandle {
+    /// FIFO groups and busy loops seen recently, for scaling.
+    pub activity: Activity,
+    /// True while the engine is set up and polling: the pod's readiness, and what the
+    /// in-process controller reports as a ready replica.
+    pub running: Readiness,
+}
+
 /// Runs the pollers of mapping `namespace/name` until `shutdown` turns true (or its sender is
 /// dropped). Waits while the mapping is missing or disabled; on shutdown stops receiving, lets
 /// in-flight batches finish within the target timeout plus a margin, hands gathered messages
-/// back to the queue, writes the last status and returns. `activity` receives what the
-/// pollers see, for scaling.
+/// back to the queue, writes the last status and returns.
 pub async fn run_mapping(
     context: PollerContext,
     namespace: String,
     name: String,
-    activity: Activity,
+    handle: PollerHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let PollerHandle { activity, running } = handle;
     let api: Api<EventSourceMapping> = Api::namespaced(context.client.clone(), &namespace);
     let metrics = context.metrics.mapping(&namespace, &name);
     let results = ProcessingResults::default();
@@ -112,6 +123,7 @@ pub async fn run_mapping(
             }
         };
         tracing::info!(%namespace, %name, "pollers started");
+        running.set(true);
         let grace = Duration::from_secs(u64::from(
             current
                 .spec
@@ -130,6 +142,7 @@ pub async fn run_mapping(
         if tokio::time::timeout(grace, run).await.is_err() {
             tracing::warn!(%namespace, %name, ?grace, "in-flight batches did not finish in time; their messages return after the visibility timeout");
         }
+        running.set(false);
         tracing::info!(%namespace, %name, "pollers stopped");
         if shutting_down {
             break;
@@ -164,9 +177,7 @@ async fn setup(
     let target = HttpTarget::new(&spec.target, namespace)?;
     let config = sdk_config(client, namespace, &sqs.aws, "spec.source.sqs").await?;
     let (queue, attributes) = SqsQueue::connect(&config, &sqs.queue_url).await?;
-    if let Err(warning) = check_visibility_timeout(attributes.visibility_timeout, spec) {
-        tracing::warn!(queue = %sqs.queue_url, "{warning}");
-    }
+    report_visibility_timeout(client, mapping, attributes.visibility_timeout).await;
     Ok(QueuePoller {
         queue,
         target,
@@ -176,6 +187,45 @@ async fn setup(
         results: results.clone(),
         activity: activity.clone(),
     })
+}
+
+/// Reports the SPEC §4.3 check as the mapping's `QueueVisibilityTimeout` condition, with the
+/// numbers; a failed write is logged, it never stops the pollers.
+async fn report_visibility_timeout(
+    client: &Client,
+    mapping: &EventSourceMapping,
+    visibility_timeout: Duration,
+) {
+    let (status, reason, message) = match check_visibility_timeout(
+        visibility_timeout,
+        &mapping.spec,
+    ) {
+        Ok(()) => (
+            "True",
+            "Sufficient",
+            format!(
+                "the queue's visibility timeout is {}s, at least 6 x target timeout + batching window",
+                visibility_timeout.as_secs()
+            ),
+        ),
+        Err(too_short) => {
+            tracing::warn!(mapping = %mapping.name_any(), "{too_short}");
+            ("False", "TooShort", too_short.to_string())
+        }
+    };
+    let condition = Condition {
+        type_: status::QUEUE_VISIBILITY_TIMEOUT.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: mapping.metadata.generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    let api: Api<EventSourceMapping> =
+        Api::namespaced(client.clone(), &mapping.namespace().unwrap_or_default());
+    if let Err(err) = status::report_check(&api, &mapping.name_any(), &condition).await {
+        tracing::warn!(mapping = %mapping.name_any(), error = %err, "cannot report the visibility timeout check");
+    }
 }
 
 /// Keeps `mapping` up to date with the API server: `None` while the mapping does not exist.
@@ -245,13 +295,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
     let metrics = PollerMetrics::new(&registry)?;
-    let readiness = Readiness::default();
+    let handle = PollerHandle::default();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let mut admin_stop = shutdown.clone();
     let admin = tokio::spawn(admin::serve(
         admin_addr,
         registry,
-        readiness.clone(),
+        handle.running.clone(),
         async move {
             let _ = admin_stop.wait_for(|s| *s).await;
         },
@@ -261,9 +311,8 @@ pub async fn run(
         tracing::info!("stopping pollers");
         let _ = shutdown_tx.send(true);
     });
-    readiness.set(true);
     let context = PollerContext { client, metrics };
-    run_mapping(context, namespace, name, Activity::default(), shutdown).await;
+    run_mapping(context, namespace, name, handle, shutdown).await;
     admin.await??;
     Ok(())
 }

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -13,6 +14,11 @@ use crate::api::EventSourceMapping;
 
 /// Field manager of everything pollers write.
 pub const FIELD_MANAGER: &str = "esm-poller";
+/// Field manager of the source checks pollers report as conditions: separate from
+/// [`FIELD_MANAGER`] because an apply must repeat every field its manager owns.
+pub const CHECKS_FIELD_MANAGER: &str = "esm-poller-checks";
+/// Condition type of the SQS visibility-timeout check (SPEC §4.3).
+pub const QUEUE_VISIBILITY_TIMEOUT: &str = "QueueVisibilityTimeout";
 /// Shortest time between two status writes of one poller.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// Most characters of a problem shown in status.
@@ -110,6 +116,27 @@ async fn patch_result(
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+}
+
+/// Sets one condition of the mapping's status, leaving the others to their writers (the
+/// conditions are a map keyed by type).
+pub async fn report_check(
+    api: &Api<EventSourceMapping>,
+    name: &str,
+    condition: &Condition,
+) -> Result<(), kube::Error> {
+    let patch = json!({
+        "apiVersion": "esm.dev/v1alpha1",
+        "kind": "EventSourceMapping",
+        "status": { "conditions": [condition] },
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(CHECKS_FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await

@@ -2,7 +2,7 @@
 use std::time::Duration;
 
 use esm_operator::admin::Readiness;
-use esm_operator::controller::{self, ControllerConfig, PollerConfig};
+use esm_operator::controller::{self, ControllerConfig, PollerConfig, PollerPlacement};
 use esm_operator::metrics::ControllerMetrics;
 use esm_operator::telemetry::LogFormat;
 use kube::Client;
@@ -18,14 +18,27 @@ pub struct RunningController {
 impl RunningController {
     /// Starts a controller (Deployment pollers) with `client`, watching `namespace` only.
     pub fn start(client: &Client, namespace: &str) -> Self {
-        let metrics = ControllerMetrics::new();
-        let config = ControllerConfig {
-            poller: PollerConfig {
+        Self::start_with(
+            client,
+            namespace,
+            PollerPlacement::Deployments(PollerConfig {
                 image: "esm-operator:test".into(),
                 image_pull_policy: Some("IfNotPresent".into()),
                 default_resources: None,
                 log_format: LogFormat::Json,
-            },
+            }),
+        )
+    }
+
+    /// Starts a controller that runs the pollers itself.
+    pub fn start_in_process(client: &Client, namespace: &str) -> Self {
+        Self::start_with(client, namespace, PollerPlacement::InProcess)
+    }
+
+    fn start_with(client: &Client, namespace: &str, pollers: PollerPlacement) -> Self {
+        let metrics = ControllerMetrics::new();
+        let config = ControllerConfig {
+            pollers,
             watch_namespace: Some(namespace.into()),
         };
         let (stop, stopped) = oneshot::channel();

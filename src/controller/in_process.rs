@@ -1,0 +1,123 @@
+//! `--pollers in-process`: the controller runs every mapping's pollers itself, as tasks, with
+//! the same engine as the `poller` subcommand. One pod for small clusters, and the mode that
+//! works where no kubelet runs pods (local runs, tests).
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::ResourceExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::status::Workload;
+use crate::api::EventSourceMapping;
+use crate::poller::{PollerContext, PollerHandle, run_mapping};
+
+/// The pollers of every mapping this controller has seen, by `namespace/name`.
+pub struct InProcessPollers {
+    context: PollerContext,
+    running: Mutex<HashMap<String, RunningMapping>>,
+}
+
+struct RunningMapping {
+    /// A mapping deleted and created again under the same name gets fresh pollers.
+    uid: Option<String>,
+    handle: PollerHandle,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl InProcessPollers {
+    pub fn new(context: PollerContext) -> Self {
+        Self {
+            context,
+            running: Mutex::default(),
+        }
+    }
+
+    /// Makes sure the mapping's pollers run (they follow its spec and `enabled` themselves) and
+    /// says how they look: one ready "replica" while the engine polls.
+    pub fn ensure(&self, mapping: &EventSourceMapping) -> Workload {
+        let key = key(
+            &mapping.namespace().unwrap_or_default(),
+            &mapping.name_any(),
+        );
+        let mut running = self.running.lock().expect("pollers lock");
+        let stale = running
+            .get(&key)
+            .is_some_and(|r| r.uid != mapping.metadata.uid || r.task.is_finished());
+        if let Some(stale) = stale.then(|| running.remove(&key)).flatten() {
+            let _ = stale.stop.send(true);
+        }
+        let pollers = running.entry(key).or_insert_with(|| self.start(mapping));
+        let polling = i32::from(pollers.handle.running.get());
+        Workload {
+            desired: i32::from(mapping.spec.enabled),
+            current: polling,
+            ready: polling,
+            // The engine restarts on spec changes by itself; there is no rollout to wait for.
+            rolled_out: true,
+        }
+    }
+
+    fn start(&self, mapping: &EventSourceMapping) -> RunningMapping {
+        let handle = PollerHandle::default();
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run_mapping(
+            self.context.clone(),
+            mapping.namespace().unwrap_or_default(),
+            mapping.name_any(),
+            handle.clone(),
+            stopped,
+        ));
+        RunningMapping {
+            uid: mapping.metadata.uid.clone(),
+            handle,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the pollers of mappings that no longer exist (`exists(namespace, name)` is false).
+    pub async fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<RunningMapping> = {
+            let mut running = self.running.lock().expect("pollers lock");
+            let keys: Vec<String> = running
+                .keys()
+                .filter(|key| {
+                    let (namespace, name) = key.split_once('/').expect("keys are namespace/name");
+                    !exists(namespace, name)
+                })
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| running.remove(k)).collect()
+        };
+        stop_all(gone).await;
+    }
+
+    /// Stops every mapping's pollers, letting in-flight batches finish.
+    pub async fn shutdown(&self) {
+        let all: Vec<RunningMapping> = self
+            .running
+            .lock()
+            .expect("pollers lock")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        stop_all(all).await;
+    }
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+async fn stop_all(pollers: Vec<RunningMapping>) {
+    for pollers in &pollers {
+        let _ = pollers.stop.send(true);
+    }
+    for pollers in pollers {
+        if let Err(err) = pollers.task.await {
+            tracing::warn!(error = %err, "a mapping's pollers ended abnormally");
+        }
+    }
+}

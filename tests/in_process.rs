@@ -1,0 +1,192 @@
+//! Through the controller: `kubectl apply` an SQS mapping, the in-process pollers deliver its
+//! messages to the target; disabling stops delivery, re-enabling resumes it; status says so.
+mod support;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client as SqsClient;
+use esm_operator::api::{EventSourceMapping, State};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use support::control_plane::ControlPlane;
+use support::controller::RunningController;
+use support::emulators::{shared, unique_name};
+use support::target::TestTarget;
+use support::wait;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn kubectl_apply(plane: &ControlPlane, namespace: &str, manifest: &str) {
+    let mut child = plane
+        .kubectl()
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "kubectl apply failed");
+}
+
+async fn send(sqs: &SqsClient, queue_url: &str, bodies: impl IntoIterator<Item = String>) {
+    for body in bodies {
+        sqs.send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
+    }
+}
+
+fn delivered(target: &TestTarget) -> Vec<String> {
+    let mut bodies: Vec<String> = target
+        .calls()
+        .iter()
+        .flat_map(|c| c.event.records.iter().filter_map(|r| r.body.clone()))
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    bodies
+}
+
+fn condition(mapping: &EventSourceMapping, type_: &str) -> Option<(String, String, String)> {
+    let c = mapping
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn sqs_mapping_applied_with_kubectl_delivers_and_follows_enabled() {
+    let plane = ControlPlane::with_crd();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "in-process").await;
+    let moto = shared("moto");
+    let sqs = SqsClient::new(&moto.sdk_config("moto"));
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique_name("orders"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let target = TestTarget::accepting().await;
+    send(&sqs, &queue_url, (0..20).map(|i| format!("before-{i:02}"))).await;
+
+    let controller = RunningController::start_in_process(&client, &ns.name);
+    kubectl_apply(
+        plane,
+        &ns.name,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Secret
+metadata:
+  name: aws
+stringData:
+  AWS_ACCESS_KEY_ID: test
+  AWS_SECRET_ACCESS_KEY: test
+---
+apiVersion: esm.dev/v1alpha1
+kind: EventSourceMapping
+metadata:
+  name: orders
+spec:
+  source:
+    sqs:
+      queueUrl: {queue_url}
+      region: us-east-1
+      endpointUrl: {endpoint}
+      credentialsSecretRef: {{name: aws}}
+  target:
+    url: {target}
+    timeoutSeconds: 10
+"#,
+            endpoint = moto.endpoint("moto"),
+            target = target.url,
+        ),
+    );
+    let mappings: Api<EventSourceMapping> = Api::namespaced(client.clone(), &ns.name);
+
+    wait::until("20 messages delivered", TIMEOUT, || async {
+        (delivered(&target).len() == 20).then_some(())
+    })
+    .await;
+    let enabled = wait::until("state Enabled, Ready and OK", TIMEOUT, || async {
+        let m = mappings.get("orders").await.unwrap();
+        let status = m.status.as_ref()?;
+        (status.state == Some(State::Enabled)
+            && status.last_processing_result.as_deref() == Some("OK")
+            && condition(&m, "Ready").is_some_and(|(s, _, _)| s == "True"))
+        .then_some(m)
+    })
+    .await;
+    // moto's default visibility timeout (30 s) is below 6 x 10 s.
+    let (status, reason, message) =
+        condition(&enabled, "QueueVisibilityTimeout").expect("the check is reported");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "TooShort"));
+    assert!(
+        message.contains("30s") && message.contains("60s"),
+        "{message}"
+    );
+
+    // Disable: nothing more is delivered, the messages wait in the queue.
+    mappings
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enabled": false}})),
+        )
+        .await
+        .unwrap();
+    wait::until("state Disabled", TIMEOUT, || async {
+        let m = mappings.get("orders").await.unwrap();
+        (m.status?.state == Some(State::Disabled)).then_some(())
+    })
+    .await;
+    send(
+        &sqs,
+        &queue_url,
+        (0..5).map(|i| format!("while-disabled-{i}")),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        delivered(&target).len(),
+        20,
+        "a disabled mapping delivers nothing"
+    );
+
+    // Re-enable: the waiting messages arrive.
+    mappings
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enabled": true}})),
+        )
+        .await
+        .unwrap();
+    wait::until(
+        "messages sent while disabled delivered",
+        TIMEOUT,
+        || async { (delivered(&target).len() == 25).then_some(()) },
+    )
+    .await;
+    wait::until("state Enabled again", TIMEOUT, || async {
+        let m = mappings.get("orders").await.unwrap();
+        (m.status?.state == Some(State::Enabled)).then_some(())
+    })
+    .await;
+    controller.stop().await;
+}
