@@ -78,3 +78,35 @@ async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_readiness() {
+        let registry = Registry::new();
+        let counter = prometheus::IntCounter::new("esm_test_total", "a test counter").unwrap();
+        registry.register(Box::new(counter.clone())).unwrap();
+        counter.inc();
+        let readiness = Readiness::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server =
+            tokio::spawn(axum::serve(listener, router(registry, readiness.clone())).into_future());
+        let http = reqwest::Client::new();
+        let get = |path: &'static str| {
+            let request = http.get(format!("{base}{path}"));
+            async move { request.send().await.unwrap() }
+        };
+
+        let metrics = get("/metrics").await;
+        assert_eq!(metrics.status(), 200);
+        assert!(metrics.text().await.unwrap().contains("esm_test_total 1"));
+        assert_eq!(get("/healthz").await.status(), 200);
+        assert_eq!(get("/readyz").await.status(), 503, "not ready until told");
+        readiness.set(true);
+        assert_eq!(get("/readyz").await.status(), 200);
+        server.abort();
+    }
+}
