@@ -7,8 +7,10 @@
 //! Secret) are reported in status and retried with backoff; they never end the process.
 pub mod batch;
 pub mod checkpoint;
+pub mod lanes;
 pub mod metrics;
 pub mod queue;
+pub mod retry;
 pub mod status;
 
 use std::net::SocketAddr;
