@@ -26,8 +26,10 @@ pub struct Watermark {
     base: u64,
     /// `Some(sequence number)` once finished.
     pending: VecDeque<Option<String>>,
-    /// Sequence number of the last record of the finished prefix, not yet taken.
+    /// Sequence number of the last record of the finished prefix...
     advanced: Option<String>,
+    /// ...and whether it was written as the checkpoint.
+    written: bool,
 }
 
 impl Watermark {
@@ -48,13 +50,23 @@ impl Watermark {
         }
         while let Some(Some(_)) = self.pending.front() {
             self.advanced = self.pending.pop_front().flatten();
+            self.written = false;
             self.base += 1;
         }
     }
 
-    /// The new checkpoint when the finished prefix grew since the last call.
-    pub fn take_checkpoint(&mut self) -> Option<String> {
-        self.advanced.take()
+    /// The checkpoint to write: the end of the finished prefix, unless already written. It
+    /// stays pending until [`Watermark::written`] confirms it, so an interrupted write loses
+    /// nothing.
+    pub fn checkpoint(&self) -> Option<String> {
+        self.advanced.clone().filter(|_| !self.written)
+    }
+
+    /// `sequence_number` was written as the checkpoint.
+    pub fn written(&mut self, sequence_number: &str) {
+        if self.advanced.as_deref() == Some(sequence_number) {
+            self.written = true;
+        }
     }
 
     /// Records read and not yet finished, or finished behind an unfinished one.
@@ -93,25 +105,34 @@ mod tests {
         assert_eq!(positions, [0, 1, 2, 3, 4]);
         watermark.finish(1, "s1".into());
         watermark.finish(3, "s3".into());
-        assert_eq!(
-            watermark.take_checkpoint(),
-            None,
-            "record 0 is still running"
-        );
+        assert_eq!(watermark.checkpoint(), None, "record 0 is still running");
         watermark.finish(0, "s0".into());
-        assert_eq!(watermark.take_checkpoint().as_deref(), Some("s1"));
-        assert_eq!(watermark.take_checkpoint(), None, "taken once");
+        assert_eq!(watermark.checkpoint().as_deref(), Some("s1"));
+        assert_eq!(
+            watermark.checkpoint().as_deref(),
+            Some("s1"),
+            "pending until written"
+        );
+        watermark.written("s0");
+        assert_eq!(
+            watermark.checkpoint().as_deref(),
+            Some("s1"),
+            "not that one"
+        );
+        watermark.written("s1");
+        assert_eq!(watermark.checkpoint(), None, "written once");
         assert_eq!(watermark.outstanding(), 3);
         watermark.finish(2, "s2".into());
-        assert_eq!(watermark.take_checkpoint().as_deref(), Some("s3"));
+        assert_eq!(watermark.checkpoint().as_deref(), Some("s3"));
         assert!(!watermark.is_complete());
         watermark.finish(4, "s4".into());
-        assert_eq!(watermark.take_checkpoint().as_deref(), Some("s4"));
+        assert_eq!(watermark.checkpoint().as_deref(), Some("s4"));
         assert!(watermark.is_complete());
+        watermark.written("s4");
         assert_eq!(watermark.push(), 5, "positions keep counting");
         watermark.finish(2, "stale".into());
         assert_eq!(
-            watermark.take_checkpoint(),
+            watermark.checkpoint(),
             None,
             "covered positions are ignored"
         );
@@ -126,12 +147,15 @@ mod tests {
         }
         for position in (1..10).step_by(2) {
             watermark.finish(position, format!("s{position}"));
-            assert_eq!(watermark.take_checkpoint(), None);
+            assert_eq!(watermark.checkpoint(), None);
         }
         let mut checkpoints = Vec::new();
         for position in (0..10).step_by(2) {
             watermark.finish(position, format!("s{position}"));
-            checkpoints.extend(watermark.take_checkpoint());
+            if let Some(checkpoint) = watermark.checkpoint() {
+                watermark.written(&checkpoint);
+                checkpoints.push(checkpoint);
+            }
         }
         assert_eq!(checkpoints, ["s1", "s3", "s5", "s7", "s9"]);
     }

@@ -248,6 +248,22 @@ impl MappingMetrics {
     }
 }
 
+impl MappingMetrics {
+    /// Counts a batch in flight until the guard is dropped (also when its task is aborted).
+    pub fn start_in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+}
+
+pub struct InFlight<'a>(&'a IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// One shard's metrics; each count also goes to the mapping's total.
 pub struct ShardMetrics {
     pub mapping: MappingMetrics,
