@@ -155,6 +155,17 @@ impl Poller {
             .unwrap();
     }
 
+    /// A gauge of this poller's registry, summed over labels.
+    fn gauge(&self, name: &str) -> i64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric())
+            .map(|metric| metric.get_gauge().get_value() as i64)
+            .sum()
+    }
+
     /// A counter of this poller's registry, summed over labels.
     fn counter(&self, name: &str) -> u64 {
         self.registry
@@ -645,6 +656,7 @@ async fn kinesis_failover_after_sigkill_resumes_from_checkpoints() {
             .all(|(holder, _)| holder.as_deref() == Some("poller-b")),
         "the survivor holds every shard: {leases:?}"
     );
+    assert_eq!(survivor.gauge("esm_poller_owned_shards"), 4);
     let got = delivered(&target);
     assert_complete_and_ordered(&got, &records);
     let mut seen = BTreeSet::new();

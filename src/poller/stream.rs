@@ -183,23 +183,29 @@ where
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 _ = ticker.tick() => {}
-                Some(joined) = tasks.join_next() => {
+                Some(joined) = tasks.join_next_with_id() => {
+                    // A task aborted (lease lost) may have been replaced by a new one for the
+                    // same shard: only forget the task that ended.
+                    let id = match &joined {
+                        Ok((id, _)) => *id,
+                        Err(error) => error.id(),
+                    };
+                    running.retain(|_, shard| shard.abort.id() != id);
                     match joined {
-                        Ok((shard_id, exit)) => {
-                            running.remove(&shard_id);
+                        Ok((_, (shard_id, exit))) => {
                             tracing::info!(shard = %shard_id, ?exit, "shard stopped");
                             if exit != ShardExit::Finished {
                                 continue;
                             }
                             // Its children may start now.
                         }
-                        Err(error) if error.is_panic() => {
-                            tracing::error!(%error, "a shard task panicked");
-                            engine.results.problem(format!("internal error: {error}"));
-                            running.retain(|_, shard| !shard.abort.is_finished());
+                        Err(error) => {
+                            if error.is_panic() {
+                                tracing::error!(%error, "a shard task panicked");
+                                engine.results.problem(format!("internal error: {error}"));
+                            }
                             continue;
                         }
-                        Err(_) => continue,
                     }
                 }
             }
@@ -309,36 +315,44 @@ where
             drain,
         });
         let exit = self.clone().read_and_process(&lease, &shard).await;
-        let exit = match exit {
-            ShardExit::Lost => ShardExit::Lost,
-            exit => match self.write_checkpoint(&shard).await {
-                Err(LeaseError::Lost { .. }) => ShardExit::Lost,
-                _ if exit == ShardExit::Finished && shard.is_complete() => {
-                    match self
-                        .leases
-                        .checkpoint(&shard_id, &Checkpoint::ShardEnd, Timestamp::now())
-                        .await
-                    {
-                        Ok(_) => ShardExit::Finished,
-                        Err(LeaseError::Lost { .. }) => ShardExit::Lost,
-                        Err(error) => {
-                            tracing::warn!(shard = %shard_id, %error, "cannot checkpoint the shard end; it is read again");
-                            self.release(&shard_id).await;
-                            ShardExit::Stopped
-                        }
-                    }
-                }
-                _ => {
-                    self.release(&shard_id).await;
-                    if exit == ShardExit::Gone {
-                        exit
-                    } else {
-                        ShardExit::Stopped
-                    }
-                }
-            },
-        };
+        let exit = self.close_shard(&shard, exit).await;
         (shard_id, exit)
+    }
+
+    /// After a shard's reader and lanes stopped: writes the last checkpoint, then marks a shard
+    /// read to its end `SHARD_END` (the next round hands it over and starts its children) or
+    /// releases the lease. A lost lease is left alone.
+    async fn close_shard(&self, shard: &ShardRun, exit: ShardExit) -> ShardExit {
+        let shard_id = &*shard.origin.shard_id;
+        if exit == ShardExit::Lost {
+            return ShardExit::Lost;
+        }
+        match self.write_checkpoint(shard).await {
+            Ok(()) => {}
+            Err(LeaseError::Lost { .. }) => return ShardExit::Lost,
+            Err(error) => {
+                tracing::warn!(shard = %shard_id, %error, "cannot write the last checkpoint; the next holder repeats some records");
+            }
+        }
+        if exit == ShardExit::Finished && shard.is_complete() {
+            match self
+                .leases
+                .checkpoint(shard_id, &Checkpoint::ShardEnd, Timestamp::now())
+                .await
+            {
+                Ok(_) => return ShardExit::Finished,
+                Err(LeaseError::Lost { .. }) => return ShardExit::Lost,
+                Err(error) => {
+                    tracing::warn!(shard = %shard_id, %error, "cannot checkpoint the shard end; its end is read again");
+                }
+            }
+        }
+        self.release(shard_id).await;
+        if exit == ShardExit::Gone {
+            ShardExit::Gone
+        } else {
+            ShardExit::Stopped
+        }
     }
 
     async fn release(&self, shard_id: &str) {
@@ -585,7 +599,12 @@ where
                 records.last(),
                 Timestamp::now(),
             ));
-            self.dispatch(shard, records, skip.take(), &lanes);
+            // The record to skip is the first one an AT_SEQUENCE_NUMBER iterator returns.
+            let had_records = !records.is_empty();
+            self.dispatch(shard, records, skip.as_deref(), &lanes);
+            if had_records {
+                skip = None;
+            }
             match next_iterator {
                 Some(next) => iterator = next,
                 None => return ShardExit::Finished,
@@ -604,14 +623,14 @@ where
         &self,
         shard: &ShardRun,
         records: Vec<StreamRecord>,
-        skip: Option<String>,
+        skip: Option<&str>,
         lanes: &[mpsc::UnboundedSender<Vec<Pending>>],
     ) {
         shard.metrics.polled(records.len());
         let mut by_lane: Vec<Vec<Pending>> = (0..lanes.len()).map(|_| Vec::new()).collect();
         let mut filtered = 0;
         for record in records {
-            if skip.as_deref() == Some(record.sequence_number.as_str()) {
+            if skip == Some(record.sequence_number.as_str()) {
                 continue;
             }
             let position = shard.push();

@@ -27,6 +27,8 @@ struct FakeState {
     throttle_every: usize,
     expire_every: usize,
     calls: usize,
+    /// Like DynamoDB Local: AFTER_SEQUENCE_NUMBER at a shard's last record fails.
+    after_last_fails: bool,
 }
 
 fn record(sequence: usize, key: &str, data: &str) -> StreamRecord {
@@ -100,6 +102,7 @@ impl ShardedStream for FakeStream {
         position: &ShardPosition,
     ) -> Result<String, StreamError> {
         let state = self.0.lock().unwrap();
+        let after_last_fails = state.after_last_fails;
         let (_, records) = state
             .shards
             .iter()
@@ -115,7 +118,12 @@ impl ShardedStream for FakeStream {
             ShardPosition::TrimHorizon => 0,
             ShardPosition::Latest => records.len(),
             ShardPosition::AtSequenceNumber(s) => index_of(s),
-            ShardPosition::AfterSequenceNumber(s) => index_of(s) + 1,
+            ShardPosition::AfterSequenceNumber(s) => {
+                if after_last_fails && index_of(s) + 1 == records.len() {
+                    return Err(StreamError::Other("InternalFailure (HTTP 500)".into()));
+                }
+                index_of(s) + 1
+            }
             ShardPosition::AtTimestamp(_) => unreachable!("not used"),
         };
         Ok(format!("{shard_id}|{index}"))
@@ -629,6 +637,7 @@ async fn filtered_records_are_skipped_and_checkpointed() {
 async fn a_restart_resumes_after_the_checkpoint() {
     let stream = FakeStream::default();
     stream.add_shard("shard-0", &[], true, FakeStream::records(0, 30, 2));
+    stream.0.lock().unwrap().after_last_fails = true;
     let leases = Arc::new(MemoryLeases::default());
     let target = FakeTarget::accepting();
     let running = start(&stream, &leases, &target, None, settings(1));
@@ -645,5 +654,50 @@ async fn a_restart_resumes_after_the_checkpoint() {
     until("35 records", || target.delivered().len() == 35).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(target.delivered().len(), 35, "nothing delivered twice");
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_stops_the_shard_without_checkpointing() {
+    let stream = FakeStream::default();
+    stream.add_shard("shard-0", &[], true, FakeStream::records(0, 20, 2));
+    let leases = Arc::new(MemoryLeases::default());
+    let target = FakeTarget::accepting();
+    let running = start(&stream, &leases, &target, None, settings(1));
+    until("the checkpoint", || {
+        checkpoint(&leases, "shard-0") == Some(Checkpoint::SequenceNumber("000019".into()))
+    })
+    .await;
+    assert_eq!(running.metrics.owned_shards.get(), 1);
+    // Another replica takes the lease, as if this one had not renewed in time.
+    let thief = leases.store("replica-2", Duration::from_secs(30));
+    let shard = Shard {
+        shard_id: "shard-0".into(),
+        parent_shard_ids: Vec::new(),
+        open: true,
+    };
+    let observed = leases.lease("shard-0").unwrap();
+    let later = Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+    thief
+        .try_acquire(&shard, Some(&observed), later)
+        .await
+        .unwrap();
+    // Within one balancing round the shard is stopped and never read again.
+    tokio::time::sleep(settings(1).lease_duration / 3 * 2).await;
+    assert_eq!(running.metrics.owned_shards.get(), 0);
+    let reads = stream.reads("shard-0");
+    stream.0.lock().unwrap().shards[0]
+        .1
+        .extend(FakeStream::records(20, 5, 1));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(stream.reads("shard-0"), reads, "the lost shard is not read");
+    assert_eq!(target.delivered().len(), 20);
+    let lease = leases.lease("shard-0").unwrap();
+    assert_eq!(lease.holder.as_deref(), Some("replica-2"));
+    assert_eq!(
+        lease.checkpoint,
+        Some(Checkpoint::SequenceNumber("000019".into())),
+        "the checkpoint is the new holder's to move"
+    );
     running.stop().await;
 }
