@@ -93,14 +93,33 @@ pub enum Destination {
     Http(HttpTarget),
 }
 
+/// Why an HTTP destination cannot be used as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum DestinationError {
+    #[error("spec.destinationConfig.onFailure.http: exactly one of service, url must be set")]
+    NoEndpoint,
+    #[error("spec.destinationConfig.onFailure.http.url: {url:?} is not a valid URL: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot create the HTTP client of the on-failure destination: {0}")]
+    Client(String),
+}
+
 impl Destination {
     /// An HTTP endpoint receiving records by POST (`spec.destinationConfig.onFailure.http`).
-    pub fn http(endpoint: &HttpEndpoint, namespace: &str) -> Result<Self, TargetConfigError> {
+    pub fn http(endpoint: &HttpEndpoint, namespace: &str) -> Result<Self, DestinationError> {
         let target = Target {
             endpoint: endpoint.clone(),
             timeout_seconds: None,
         };
-        HttpTarget::new(&target, namespace).map(Destination::Http)
+        HttpTarget::new(&target, namespace)
+            .map(Destination::Http)
+            .map_err(|error| match error {
+                TargetConfigError::NoEndpoint => DestinationError::NoEndpoint,
+                TargetConfigError::BadUrl { url, reason } => {
+                    DestinationError::BadUrl { url, reason }
+                }
+                TargetConfigError::Client(reason) => DestinationError::Client(reason),
+            })
     }
 }
 
@@ -157,6 +176,21 @@ impl SqsDestination {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_http_destination_names_its_field() {
+        let endpoint = HttpEndpoint {
+            service: None,
+            url: Some("not a url".into()),
+        };
+        let error = Destination::http(&endpoint, "ns").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.destinationConfig.onFailure.http.url: \"not a url\""),
+            "{error}"
+        );
+    }
 
     #[test]
     fn record_has_lambdas_shape() {

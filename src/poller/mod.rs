@@ -35,7 +35,7 @@ use self::stream::{StreamIdentity, StreamPoller, StreamSettings};
 use crate::admin::{self, Readiness};
 use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, EventSourceMapping, SourceKind};
 use crate::controller::build::spec_hash;
-use crate::destination::{Destination, SqsDestination};
+use crate::destination::{Destination, DestinationError, SqsDestination};
 use crate::filter::{FilterError, FilterSet};
 use crate::sources::aws::{CredentialsError, sdk_config};
 use crate::sources::dynamodb_streams::DynamoDbStream;
@@ -70,8 +70,8 @@ pub enum SetupError {
     Leases(#[from] LeaseError),
     #[error("spec.source.kinesis: {0}")]
     KinesisSource(crate::error::Error),
-    #[error("spec.destinationConfig.onFailure.http: {0}")]
-    Destination(TargetConfigError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
     #[error("spec.source: exactly one of sqs, kinesis, dynamodbStreams must be set")]
     NoSource,
 }
@@ -102,8 +102,8 @@ pub fn default_holder() -> String {
 /// Runs the pollers of mapping `namespace/name` until `shutdown` turns true (or its sender is
 /// dropped). Waits while the mapping is missing or disabled; on shutdown stops receiving, lets
 /// in-flight batches finish within the target timeout plus a margin, hands gathered messages
-/// back to the queue, writes the last status and returns. `activity` receives what the
-/// pollers see, for scaling.
+/// back to the queue (streams: checkpoints and releases its shard leases), writes the last
+/// status and returns. `activity` receives what the queue pollers see, for scaling.
 pub async fn run_mapping(
     context: PollerContext,
     namespace: String,
@@ -240,9 +240,7 @@ async fn setup(
                     &sqs.queue_url,
                 )))
             }
-            (None, Some(http)) => {
-                Some(Destination::http(http, namespace).map_err(SetupError::Destination)?)
-            }
+            (None, Some(http)) => Some(Destination::http(http, namespace)?),
             (None, None) => None,
         },
         None => None,

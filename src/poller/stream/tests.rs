@@ -701,3 +701,51 @@ async fn a_lost_lease_stops_the_shard_without_checkpointing() {
     );
     running.stop().await;
 }
+
+#[test]
+fn settings_follow_the_spec_and_the_source() {
+    let spec: EventSourceMappingSpec = serde_json::from_value(serde_json::json!({
+        "source": {"dynamodbStreams": {"streamArn": "arn:aws:dynamodb:us-east-1:0:table/t/stream/s"}},
+        "target": {"url": "http://t"},
+        "startingPosition": "TRIM_HORIZON",
+        "parallelizationFactor": 3,
+        "maximumBatchingWindowInSeconds": 2,
+        "targetResponseTypes": ["ReportBatchItemFailures"],
+    }))
+    .unwrap();
+    let settings = StreamSettings::from_spec(&spec, Duration::from_secs(9));
+    assert_eq!(settings.batch_size, 100);
+    assert_eq!(settings.lanes, 3);
+    assert_eq!(settings.window, Duration::from_secs(2));
+    assert_eq!(settings.starting_position, ShardPosition::TrimHorizon);
+    assert_eq!(
+        (settings.idle_poll, settings.busy_poll),
+        (DYNAMODB_POLL, DYNAMODB_POLL)
+    );
+    assert!(settings.report_batch_item_failures);
+    assert_eq!(settings.lease_duration, Duration::from_secs(9));
+    assert_eq!(settings.read_ahead(), 600);
+
+    let spec: EventSourceMappingSpec = serde_json::from_value(serde_json::json!({
+        "source": {"kinesis": {"streamName": "s"}},
+        "target": {"url": "http://t"},
+        "startingPosition": "AT_TIMESTAMP",
+        "startingPositionTimestamp": "2026-01-01T00:00:00Z",
+        "batchSize": 10000,
+    }))
+    .unwrap();
+    let settings = StreamSettings::from_spec(&spec, Duration::from_secs(30));
+    assert_eq!(
+        settings.starting_position,
+        ShardPosition::AtTimestamp("2026-01-01T00:00:00Z".parse().unwrap())
+    );
+    assert_eq!(
+        (settings.idle_poll, settings.busy_poll),
+        (KINESIS_IDLE_POLL, KINESIS_BUSY_POLL)
+    );
+    assert_eq!(
+        settings.read_ahead(),
+        10_000,
+        "one batch even above the read-ahead cap"
+    );
+}
