@@ -5,19 +5,31 @@
 //! implement [`EventRecord`]. The engine sizes each record once ([`encoded_len`], no
 //! allocation), assembles batches under [`MAX_PAYLOAD_BYTES`], and writes the envelope
 //! `{"Records":[...]}` in one buffer ([`encode_event`]).
+//!
+//! Stream records ([`StreamEventRecord`]) are written straight from the source's
+//! [`StreamRecord`] and the shard's [`StreamOrigin`]: no per-record copy of the event JSON.
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use serde::Serialize;
+use base64::display::Base64Display;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
+
+use crate::sources::sharded::{DynamoDbRecord, KinesisRecord, RecordPayload, StreamRecord};
 
 /// Largest event (envelope included) sent to the target: Lambda's 6 MB synchronous payload.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 
 /// `eventSource` of SQS records.
 pub const SQS_EVENT_SOURCE: &str = "aws:sqs";
+/// `eventSource` of Kinesis records.
+pub const KINESIS_EVENT_SOURCE: &str = "aws:kinesis";
+/// `eventSource` of DynamoDB Streams records.
+pub const DYNAMODB_EVENT_SOURCE: &str = "aws:dynamodb";
 
 const ENVELOPE_OPEN: &[u8] = br#"{"Records":["#;
 const ENVELOPE_CLOSE: &[u8] = b"]}";
@@ -135,6 +147,209 @@ pub struct SqsMessageAttribute {
     pub string_list_values: Vec<String>,
     pub binary_list_values: Vec<String>,
     pub data_type: String,
+}
+
+/// What every record of one shard shares in its event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamOrigin {
+    pub event_source_arn: Arc<str>,
+    /// The region in the stream ARN.
+    pub aws_region: Arc<str>,
+    pub shard_id: Arc<str>,
+    /// Kinesis `invokeIdentityArn`: Lambda names the function's role there; here it names the
+    /// mapping that made the call (see docs/streams.md).
+    pub invoke_identity_arn: Arc<str>,
+}
+
+impl StreamOrigin {
+    pub fn new(event_source_arn: &str, shard_id: &str, invoke_identity_arn: Arc<str>) -> Self {
+        // arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE
+        let region = event_source_arn.split(':').nth(3).unwrap_or_default();
+        Self {
+            event_source_arn: event_source_arn.into(),
+            aws_region: region.into(),
+            shard_id: shard_id.into(),
+            invoke_identity_arn,
+        }
+    }
+}
+
+/// A Kinesis or DynamoDB Streams record as Lambda's event carries it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamEventRecord {
+    pub record: StreamRecord,
+    pub origin: Arc<StreamOrigin>,
+}
+
+impl Serialize for StreamEventRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let origin = &*self.origin;
+        match &self.record.payload {
+            RecordPayload::Kinesis(kinesis) => {
+                let mut record = serializer.serialize_struct("KinesisEventRecord", 8)?;
+                record.serialize_field(
+                    "kinesis",
+                    &KinesisJson {
+                        record: &self.record,
+                        kinesis,
+                    },
+                )?;
+                record.serialize_field("eventSource", KINESIS_EVENT_SOURCE)?;
+                record.serialize_field("eventVersion", "1.0")?;
+                record.serialize_field(
+                    "eventID",
+                    &Joined(&origin.shard_id, &self.record.sequence_number),
+                )?;
+                record.serialize_field("eventName", "aws:kinesis:record")?;
+                record.serialize_field("invokeIdentityArn", &*origin.invoke_identity_arn)?;
+                record.serialize_field("awsRegion", &*origin.aws_region)?;
+                record.serialize_field("eventSourceARN", &*origin.event_source_arn)?;
+                record.end()
+            }
+            RecordPayload::DynamoDb(change) => {
+                let mut record = serializer.serialize_struct("DynamoDbEventRecord", 8)?;
+                record.serialize_field("eventID", &change.event_id)?;
+                record.serialize_field("eventName", change.event_name.as_str())?;
+                record.serialize_field(
+                    "eventVersion",
+                    change.event_version.as_deref().unwrap_or("1.1"),
+                )?;
+                record.serialize_field("eventSource", DYNAMODB_EVENT_SOURCE)?;
+                record.serialize_field("awsRegion", &*origin.aws_region)?;
+                if let Some(identity) = &change.user_identity {
+                    record.serialize_field(
+                        "userIdentity",
+                        &serde_json::json!({
+                            "type": identity.identity_type,
+                            "principalId": identity.principal_id,
+                        }),
+                    )?;
+                }
+                record.serialize_field(
+                    "dynamodb",
+                    &DynamoDbJson {
+                        record: &self.record,
+                        change,
+                    },
+                )?;
+                record.serialize_field("eventSourceARN", &*origin.event_source_arn)?;
+                record.end()
+            }
+        }
+    }
+}
+
+/// `a:b` written without building the string.
+struct Joined<'a>(&'a str, &'a str);
+
+impl Serialize for Joined<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0, self.1)
+    }
+}
+
+/// Lambda's `kinesis` object of a record.
+struct KinesisJson<'a> {
+    record: &'a StreamRecord,
+    kinesis: &'a KinesisRecord,
+}
+
+impl Serialize for KinesisJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut object = serializer.serialize_struct("KinesisRecord", 6)?;
+        object.serialize_field("kinesisSchemaVersion", "1.0")?;
+        object.serialize_field("partitionKey", &self.kinesis.partition_key)?;
+        object.serialize_field("sequenceNumber", &self.record.sequence_number)?;
+        object.serialize_field("data", &Base64Text(&self.kinesis.data))?;
+        if let Some(arrival) = self.record.approximate_arrival {
+            // Epoch seconds with millisecond decimals, as Kinesis and Lambda write them.
+            object.serialize_field(
+                "approximateArrivalTimestamp",
+                &(arrival.as_millisecond() as f64 / 1000.0),
+            )?;
+        }
+        object.serialize_field("encryptionType", self.kinesis.encryption.as_str())?;
+        object.end()
+    }
+}
+
+/// Bytes as base64 text, encoded while written.
+struct Base64Text<'a>(&'a [u8]);
+
+impl Serialize for Base64Text<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&Base64Display::new(
+            self.0,
+            &base64::engine::general_purpose::STANDARD,
+        ))
+    }
+}
+
+/// Lambda's `dynamodb` object of a record.
+struct DynamoDbJson<'a> {
+    record: &'a StreamRecord,
+    change: &'a DynamoDbRecord,
+}
+
+impl Serialize for DynamoDbJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let change = self.change;
+        let mut object = serializer.serialize_struct("StreamRecord", 7)?;
+        if let Some(created) = self.record.approximate_arrival {
+            // Epoch seconds, as DynamoDB Streams and Lambda write them.
+            object.serialize_field("ApproximateCreationDateTime", &created.as_second())?;
+        }
+        object.serialize_field("Keys", &change.keys)?;
+        if let Some(image) = &change.new_image {
+            object.serialize_field("NewImage", image)?;
+        }
+        if let Some(image) = &change.old_image {
+            object.serialize_field("OldImage", image)?;
+        }
+        object.serialize_field("SequenceNumber", &self.record.sequence_number)?;
+        if let Some(size) = change.size_bytes {
+            object.serialize_field("SizeBytes", &size)?;
+        }
+        if let Some(view) = &change.stream_view_type {
+            object.serialize_field("StreamViewType", view)?;
+        }
+        object.end()
+    }
+}
+
+impl EventRecord for StreamEventRecord {
+    fn item_identifier(&self) -> &str {
+        &self.record.sequence_number
+    }
+
+    fn filter_view(&self) -> Value {
+        let mut view = serde_json::to_value(self).expect("event records always serialize");
+        if let RecordPayload::Kinesis(kinesis) = &self.record.payload {
+            // Kinesis patterns see the record's `kinesis` fields at the top, with `data`
+            // decoded: JSON when it is JSON text, else the base64 text (never matches a JSON
+            // pattern).
+            let mut fields = match view["kinesis"].take() {
+                Value::Object(fields) => fields,
+                _ => serde_json::Map::new(),
+            };
+            if let Ok(text) = std::str::from_utf8(&kinesis.data)
+                && let Ok(json) = serde_json::from_str::<Value>(text)
+            {
+                fields.insert("data".into(), json);
+            }
+            if let Value::Object(top) = &mut view {
+                top.remove("kinesis");
+                top.extend(fields);
+            }
+        }
+        view
+    }
 }
 
 /// Base64 as Lambda events use it for binary values.
@@ -255,5 +470,176 @@ mod tests {
 
         let plain = fifo_record("m2", "not {json").filter_view();
         assert_eq!(plain["body"], "not {json");
+    }
+
+    fn origin(arn: &str, shard: &str) -> Arc<StreamOrigin> {
+        Arc::new(StreamOrigin::new(arn, shard, "esm:ns/mapping".into()))
+    }
+
+    fn kinesis_record(sequence: &str, key: &str, data: &[u8]) -> StreamEventRecord {
+        use crate::sources::sharded::KinesisEncryption;
+        StreamEventRecord {
+            record: StreamRecord {
+                sequence_number: sequence.into(),
+                approximate_arrival: Some("2023-11-14T22:13:20.984Z".parse().unwrap()),
+                payload: RecordPayload::Kinesis(KinesisRecord {
+                    partition_key: key.into(),
+                    data: data.to_vec(),
+                    encryption: KinesisEncryption::None,
+                }),
+            },
+            origin: origin(
+                "arn:aws:kinesis:eu-west-1:000000000000:stream/orders",
+                "shardId-000000000003",
+            ),
+        }
+    }
+
+    #[test]
+    fn kinesis_event_parses_with_the_published_lambda_types() {
+        use aws_lambda_events::event::kinesis::{KinesisEncryptionType, KinesisEvent};
+        let records = [
+            kinesis_record("4960001", "customer-7", br#"{"n":1}"#),
+            kinesis_record("4960002", "customer-8", &[0, 159, 255]),
+        ];
+        let len = event_len(2, records.iter().map(encoded_len).sum());
+        let payload = encode_event(&records, len);
+        assert_eq!(payload.len(), len, "event_len is exact");
+
+        let event: KinesisEvent = serde_json::from_slice(&payload).expect("a Lambda KinesisEvent");
+        let first = &event.records[0];
+        assert_eq!(
+            first.event_id.as_deref(),
+            Some("shardId-000000000003:4960001")
+        );
+        assert_eq!(first.event_name.as_deref(), Some("aws:kinesis:record"));
+        assert_eq!(first.event_source.as_deref(), Some("aws:kinesis"));
+        assert_eq!(first.event_version.as_deref(), Some("1.0"));
+        assert_eq!(first.aws_region.as_deref(), Some("eu-west-1"));
+        assert_eq!(first.invoke_identity_arn.as_deref(), Some("esm:ns/mapping"));
+        assert_eq!(
+            first.event_source_arn.as_deref(),
+            Some("arn:aws:kinesis:eu-west-1:000000000000:stream/orders")
+        );
+        assert_eq!(first.kinesis.partition_key, "customer-7");
+        assert_eq!(first.kinesis.sequence_number, "4960001");
+        assert_eq!(first.kinesis.kinesis_schema_version.as_deref(), Some("1.0"));
+        assert_eq!(first.kinesis.data.0, br#"{"n":1}"#);
+        assert_eq!(first.kinesis.encryption_type, KinesisEncryptionType::None);
+        assert_eq!(
+            first
+                .kinesis
+                .approximate_arrival_timestamp
+                .0
+                .timestamp_millis(),
+            1_700_000_000_984
+        );
+        assert_eq!(event.records[1].kinesis.data.0, [0, 159, 255]);
+    }
+
+    #[test]
+    fn kinesis_filter_view_has_the_record_fields_and_decoded_data() {
+        let view = kinesis_record("4960001", "customer-7", br#"{"type":"order"}"#).filter_view();
+        assert_eq!(view["data"]["type"], "order");
+        assert_eq!(view["partitionKey"], "customer-7");
+        assert_eq!(view["eventSource"], "aws:kinesis");
+        assert!(view.get("kinesis").is_none());
+        let binary = kinesis_record("4960002", "k", &[0, 159, 255]).filter_view();
+        assert_eq!(binary["data"], "AJ//", "non-JSON data stays base64 text");
+    }
+
+    #[test]
+    fn dynamodb_event_parses_with_the_published_lambda_types() {
+        use crate::sources::sharded::{DynamoDbEventName, DynamoDbUserIdentity};
+        use aws_lambda_events::event::dynamodb::Event;
+        let change =
+            |name, sequence: &str, new: Option<Value>, old: Option<Value>| StreamEventRecord {
+                record: StreamRecord {
+                    sequence_number: sequence.into(),
+                    approximate_arrival: Some("2023-11-14T22:13:20Z".parse().unwrap()),
+                    payload: RecordPayload::DynamoDb(Box::new(DynamoDbRecord {
+                        event_id: format!("e-{sequence}"),
+                        event_name: name,
+                        event_version: Some("1.1".into()),
+                        keys: serde_json::json!({"pk": {"S": "a"}}),
+                        keys_text: r#"{"pk":{"S":"a"}}"#.into(),
+                        new_image: new,
+                        old_image: old,
+                        size_bytes: Some(26),
+                        stream_view_type: Some("NEW_AND_OLD_IMAGES".into()),
+                        user_identity: (name == DynamoDbEventName::Remove).then(|| {
+                            DynamoDbUserIdentity {
+                                principal_id: Some("dynamodb.amazonaws.com".into()),
+                                identity_type: Some("Service".into()),
+                            }
+                        }),
+                    })),
+                },
+                origin: origin(
+                    "arn:aws:dynamodb:ddblocal:000000000000:table/T/stream/2026-11-23T00:50:01.985",
+                    "shardId-00000001795395270441-729d3502",
+                ),
+            };
+        let v1 = serde_json::json!({"pk": {"S": "a"}, "v": {"N": "1"}});
+        let v2 = serde_json::json!({"pk": {"S": "a"}, "v": {"N": "2"}});
+        let records = [
+            change(
+                DynamoDbEventName::Insert,
+                "000000000000000000001",
+                Some(v1.clone()),
+                None,
+            ),
+            change(
+                DynamoDbEventName::Modify,
+                "000000000000000000002",
+                Some(v2.clone()),
+                Some(v1),
+            ),
+            change(
+                DynamoDbEventName::Remove,
+                "000000000000000000003",
+                None,
+                Some(v2),
+            ),
+        ];
+        let len = event_len(3, records.iter().map(encoded_len).sum());
+        let payload = encode_event(&records, len);
+        assert_eq!(payload.len(), len);
+        let event: Event = serde_json::from_slice(&payload).expect("a Lambda DynamoDB event");
+        let names: Vec<_> = event
+            .records
+            .iter()
+            .map(|r| r.event_name.as_str())
+            .collect();
+        assert_eq!(names, ["INSERT", "MODIFY", "REMOVE"]);
+        let modify = &event.records[1];
+        assert_eq!(modify.event_id, "e-000000000000000000002");
+        assert_eq!(modify.aws_region, "ddblocal");
+        assert_eq!(modify.event_source.as_deref(), Some("aws:dynamodb"));
+        assert_eq!(modify.event_version.as_deref(), Some("1.1"));
+        assert_eq!(
+            modify.change.sequence_number.as_deref(),
+            Some("000000000000000000002")
+        );
+        assert_eq!(modify.change.size_bytes, 26);
+        assert_eq!(
+            modify.change.approximate_creation_date_time.timestamp(),
+            1_700_000_000
+        );
+        assert!(modify.change.keys.get("pk").is_some());
+        assert!(modify.change.new_image.get("v").is_some());
+        assert!(modify.change.old_image.get("v").is_some());
+        let remove = &event.records[2];
+        assert!(remove.change.new_image.is_empty());
+        assert_eq!(
+            remove
+                .user_identity
+                .as_ref()
+                .map(|u| u.principal_id.as_str()),
+            Some("dynamodb.amazonaws.com")
+        );
+        assert_eq!(records[1].item_identifier(), "000000000000000000002");
+        let view = records[1].filter_view();
+        assert_eq!(view["dynamodb"]["NewImage"]["v"]["N"], "2");
     }
 }

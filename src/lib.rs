@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod controller;
 pub mod crd;
+pub mod destination;
 pub mod error;
 pub mod event;
 pub mod filter;

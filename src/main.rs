@@ -51,6 +51,13 @@ struct PollerArgs {
     /// Address of the admin server (/metrics, /healthz, /readyz).
     #[arg(long, env = "ESM_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     admin_addr: SocketAddr,
+    /// This replica's identity in shard leases. Default: POD_NAME, else host name and pid.
+    #[arg(long, env = "POD_NAME")]
+    holder_identity: Option<String>,
+    /// Seconds a shard lease lasts without renewal (streams); another replica takes over
+    /// a dead replica's shards after it.
+    #[arg(long, env = "ESM_LEASE_DURATION_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    lease_duration_seconds: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,7 +113,17 @@ async fn main() -> anyhow::Result<()> {
         Command::Poller(args) => {
             telemetry::init(cli.log_format);
             let client = kube::Client::try_default().await?;
-            poller::run(client, args.namespace, args.mapping, args.admin_addr).await
+            poller::run(
+                client,
+                args.namespace,
+                args.mapping,
+                args.admin_addr,
+                args.holder_identity
+                    .filter(|holder| !holder.is_empty())
+                    .unwrap_or_else(poller::default_holder),
+                std::time::Duration::from_secs(args.lease_duration_seconds),
+            )
+            .await
         }
         Command::Controller(args) => {
             telemetry::init(cli.log_format);

@@ -28,8 +28,8 @@ use crate::admin::Readiness;
 use crate::api::EventSourceMapping;
 use crate::error::Error;
 use crate::metrics::ControllerMetrics;
-use crate::poller::PollerContext;
 use crate::poller::metrics::PollerMetrics;
+use crate::poller::{self, PollerContext};
 
 /// How often in-process pollers of deleted mappings are stopped.
 const IN_PROCESS_SWEEP: Duration = Duration::from_secs(5);
@@ -171,6 +171,8 @@ pub async fn run(
             Pollers::InProcess(InProcessPollers::new(PollerContext {
                 client: client.clone(),
                 metrics: poller_metrics,
+                holder: poller::default_holder(),
+                lease_duration: poller::DEFAULT_LEASE_DURATION,
             }))
         }
     };

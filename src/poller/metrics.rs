@@ -1,12 +1,18 @@
 //! Prometheus metrics of the pollers, per mapping (labels `namespace`, `name`; never per
-//! record). One [`PollerMetrics`] per registry; [`PollerMetrics::mapping`] binds the labels once
-//! so the hot path only touches atomics.
+//! record) and, for streams, per shard (`shard` too). One [`PollerMetrics`] per registry;
+//! [`PollerMetrics::mapping`] and [`MappingMetrics::shard`] bind the labels once so the hot
+//! path only touches atomics.
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
 
 const LABELS: &[&str] = &["namespace", "name"];
+const SHARD_LABELS: &[&str] = &["namespace", "name", "shard"];
+const SHARD_RECORD_LABELS: &[&str] = &["namespace", "name", "shard", "event"];
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 #[derive(Clone)]
 pub struct PollerMetrics {
@@ -21,6 +27,13 @@ pub struct PollerMetrics {
     invocation_duration: HistogramVec,
     batch_size: HistogramVec,
     in_flight: IntGaugeVec,
+    dropped: IntCounterVec,
+    destination_delivered: IntCounterVec,
+    destination_failures: IntCounterVec,
+    owned_shards: IntGaugeVec,
+    shard_records: IntCounterVec,
+    shard_iterator_age: IntGaugeVec,
+    shard_invocation_duration: HistogramVec,
 }
 
 impl PollerMetrics {
@@ -37,14 +50,33 @@ impl PollerMetrics {
             registry.register(Box::new(histogram.clone()))?;
             prometheus::Result::Ok(histogram)
         };
-        let in_flight = IntGaugeVec::new(
-            Opts::new(
-                "esm_poller_in_flight_batches",
-                "Batches sent to the target and not yet answered",
-            ),
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let gauge = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(gauge.clone()))?;
+            prometheus::Result::Ok(gauge)
+        };
+        let in_flight = gauge(
+            "esm_poller_in_flight_batches",
+            "Batches sent to the target and not yet answered",
             LABELS,
         )?;
-        registry.register(Box::new(in_flight.clone()))?;
+        let shard_records = IntCounterVec::new(
+            Opts::new(
+                "esm_poller_shard_records_total",
+                "Stream records per shard and event: polled, filtered_out, invoked, failed, dropped, sent_to_destination",
+            ),
+            SHARD_RECORD_LABELS,
+        )?;
+        registry.register(Box::new(shard_records.clone()))?;
+        let shard_invocation_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "esm_poller_shard_invocation_duration_seconds",
+                "Time from sending a stream batch to the target's answer, per shard",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            SHARD_LABELS,
+        )?;
+        registry.register(Box::new(shard_invocation_duration.clone()))?;
         Ok(Self {
             polled: counter(
                 "esm_poller_records_polled_total",
@@ -81,10 +113,7 @@ impl PollerMetrics {
             invocation_duration: histogram(
                 "esm_poller_invocation_duration_seconds",
                 "Time from sending a batch to the target's answer",
-                vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    300.0,
-                ],
+                DURATION_BUCKETS.to_vec(),
             )?,
             batch_size: histogram(
                 "esm_poller_batch_size_records",
@@ -94,6 +123,30 @@ impl PollerMetrics {
                 ],
             )?,
             in_flight,
+            dropped: counter(
+                "esm_poller_records_dropped_total",
+                "Stream records given up on (retries or record age exhausted); described to the on-failure destination",
+            )?,
+            destination_delivered: counter(
+                "esm_poller_destination_deliveries_total",
+                "Invocation records delivered to the on-failure destination",
+            )?,
+            destination_failures: counter(
+                "esm_poller_destination_failures_total",
+                "Failed deliveries to the on-failure destination (each is retried)",
+            )?,
+            owned_shards: gauge(
+                "esm_poller_owned_shards",
+                "Stream shards whose lease this replica holds",
+                LABELS,
+            )?,
+            shard_records,
+            shard_iterator_age: gauge(
+                "esm_poller_iterator_age_milliseconds",
+                "How far a shard's reader is behind the newest record (Kinesis MillisBehindLatest; DynamoDB: age of the last record read)",
+                SHARD_LABELS,
+            )?,
+            shard_invocation_duration,
         })
     }
 
@@ -112,8 +165,29 @@ impl PollerMetrics {
             invocation_duration: self.invocation_duration.with_label_values(&labels),
             batch_size: self.batch_size.with_label_values(&labels),
             in_flight: self.in_flight.with_label_values(&labels),
+            dropped: self.dropped.with_label_values(&labels),
+            destination_delivered: self.destination_delivered.with_label_values(&labels),
+            destination_failures: self.destination_failures.with_label_values(&labels),
+            owned_shards: self.owned_shards.with_label_values(&labels),
+            per_shard: ShardFamilies {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                records: self.shard_records.clone(),
+                iterator_age: self.shard_iterator_age.clone(),
+                invocation_duration: self.shard_invocation_duration.clone(),
+            },
         }
     }
+}
+
+/// The per-shard metric families, with the mapping's labels.
+#[derive(Clone)]
+pub struct ShardFamilies {
+    namespace: String,
+    name: String,
+    records: IntCounterVec,
+    iterator_age: IntGaugeVec,
+    invocation_duration: HistogramVec,
 }
 
 /// One mapping's metrics, labels bound.
@@ -130,14 +204,142 @@ pub struct MappingMetrics {
     pub invocation_duration: Histogram,
     pub batch_size: Histogram,
     pub in_flight: IntGauge,
+    pub dropped: IntCounter,
+    pub destination_delivered: IntCounter,
+    pub destination_failures: IntCounter,
+    pub owned_shards: IntGauge,
+    per_shard: ShardFamilies,
 }
 
 impl MappingMetrics {
+    /// The metrics of one shard of this mapping; its series go away when it is dropped (the
+    /// shard was handed over, lost or finished).
+    pub fn shard(&self, shard_id: &str) -> ShardMetrics {
+        let families = &self.per_shard;
+        let labels = [
+            families.namespace.as_str(),
+            families.name.as_str(),
+            shard_id,
+        ];
+        let records = |event: &str| {
+            families
+                .records
+                .with_label_values(&[labels[0], labels[1], shard_id, event])
+        };
+        ShardMetrics {
+            mapping: self.clone(),
+            shard_id: shard_id.to_owned(),
+            polled: records("polled"),
+            filtered_out: records("filtered_out"),
+            invoked: records("invoked"),
+            failed: records("failed"),
+            dropped: records("dropped"),
+            sent_to_destination: records("sent_to_destination"),
+            iterator_age: families.iterator_age.with_label_values(&labels),
+            invocation_duration: families.invocation_duration.with_label_values(&labels),
+        }
+    }
+
     /// Unregistered metrics, for tests of the engine.
     pub fn detached() -> Self {
         PollerMetrics::new(&Registry::new())
             .expect("a fresh registry takes every metric")
             .mapping("test", "test")
+    }
+}
+
+impl MappingMetrics {
+    /// Counts a batch in flight until the guard is dropped (also when its task is aborted).
+    pub fn start_in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+}
+
+pub struct InFlight<'a>(&'a IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One shard's metrics; each count also goes to the mapping's total.
+pub struct ShardMetrics {
+    pub mapping: MappingMetrics,
+    shard_id: String,
+    polled: IntCounter,
+    filtered_out: IntCounter,
+    invoked: IntCounter,
+    failed: IntCounter,
+    dropped: IntCounter,
+    sent_to_destination: IntCounter,
+    pub iterator_age: IntGauge,
+    invocation_duration: Histogram,
+}
+
+impl ShardMetrics {
+    pub fn polled(&self, records: usize) {
+        self.polled.inc_by(records as u64);
+        self.mapping.polled.inc_by(records as u64);
+    }
+
+    pub fn filtered_out(&self, records: usize) {
+        self.filtered_out.inc_by(records as u64);
+        self.mapping.filtered_out.inc_by(records as u64);
+    }
+
+    /// A batch of `records` was sent.
+    pub fn invoked(&self, records: usize) {
+        self.invoked.inc_by(records as u64);
+        self.mapping.invoked.inc_by(records as u64);
+        self.mapping.batch_size.observe(records as f64);
+    }
+
+    pub fn failed(&self, records: usize) {
+        self.failed.inc_by(records as u64);
+        self.mapping.failed.inc_by(records as u64);
+    }
+
+    pub fn dropped(&self, records: usize) {
+        self.dropped.inc_by(records as u64);
+        self.mapping.dropped.inc_by(records as u64);
+    }
+
+    /// An invocation record about `records` reached the destination.
+    pub fn sent_to_destination(&self, records: usize) {
+        self.sent_to_destination.inc_by(records as u64);
+        self.mapping.destination_delivered.inc();
+    }
+
+    pub fn observe_invocation(&self, seconds: f64) {
+        self.invocation_duration.observe(seconds);
+        self.mapping.invocation_duration.observe(seconds);
+    }
+}
+
+impl Drop for ShardMetrics {
+    fn drop(&mut self) {
+        let families = &self.mapping.per_shard;
+        let labels = [
+            families.namespace.as_str(),
+            families.name.as_str(),
+            &self.shard_id,
+        ];
+        for event in [
+            "polled",
+            "filtered_out",
+            "invoked",
+            "failed",
+            "dropped",
+            "sent_to_destination",
+        ] {
+            let _ = families
+                .records
+                .remove_label_values(&[labels[0], labels[1], labels[2], event]);
+        }
+        let _ = families.iterator_age.remove_label_values(&labels);
+        let _ = families.invocation_duration.remove_label_values(&labels);
     }
 }
 
@@ -158,5 +360,29 @@ mod tests {
             .unwrap();
         assert_eq!(polled.get_metric().len(), 2);
         assert!(PollerMetrics::new(&registry).is_err(), "registered once");
+    }
+
+    #[test]
+    fn shard_counts_add_to_the_mapping_and_vanish_with_the_shard() {
+        let registry = Registry::new();
+        let metrics = PollerMetrics::new(&registry).unwrap().mapping("ns", "m");
+        let shard = metrics.shard("shardId-1");
+        shard.polled(5);
+        shard.dropped(2);
+        shard.sent_to_destination(2);
+        assert_eq!(metrics.polled.get(), 5);
+        assert_eq!(metrics.dropped.get(), 2);
+        assert_eq!(metrics.destination_delivered.get(), 1);
+        let series = |registry: &Registry| {
+            registry
+                .gather()
+                .iter()
+                .find(|f| f.name() == "esm_poller_shard_records_total")
+                .map_or(0, |f| f.get_metric().len())
+        };
+        assert_eq!(series(&registry), 6);
+        drop(shard);
+        assert_eq!(series(&registry), 0);
+        assert_eq!(metrics.polled.get(), 5, "the mapping keeps its totals");
     }
 }

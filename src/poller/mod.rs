@@ -5,11 +5,17 @@
 //! engine while the mapping exists and is enabled, restarts it when the spec changes, and
 //! reports `status.lastProcessingResult`. Setup errors (a queue that does not exist, a missing
 //! Secret) are reported in status and retried with backoff; they never end the process.
+//!
+//! SQS mappings run the queue engine ([`queue`]); Kinesis and DynamoDB Streams mappings run the
+//! stream engine ([`stream`]) with shard leases held under the context's holder identity.
 pub mod batch;
 pub mod checkpoint;
+pub mod lanes;
 pub mod metrics;
 pub mod queue;
+pub mod retry;
 pub mod status;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -22,14 +28,20 @@ use kube::{Api, Client, ResourceExt};
 use prometheus::Registry;
 use tokio::sync::watch;
 
+use self::checkpoint::{KubeShardLeases, LeaseError};
 use self::metrics::{MappingMetrics, PollerMetrics};
 use self::queue::{Activity, QueuePoller, QueueSettings};
 use self::status::ProcessingResults;
+use self::stream::{StreamIdentity, StreamPoller, StreamSettings};
 use crate::admin::{self, Readiness};
 use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, EventSourceMapping, SourceKind};
 use crate::controller::build::spec_hash;
+use crate::destination::{Destination, DestinationError, SqsDestination};
 use crate::filter::{FilterError, FilterSet};
 use crate::sources::aws::{CredentialsError, sdk_config};
+use crate::sources::dynamodb_streams::DynamoDbStream;
+use crate::sources::kinesis::{KinesisStream, KinesisStreamId};
+use crate::sources::sharded::{ShardedStream, StreamError};
 use crate::sources::sqs::{SqsError, SqsQueue, check_visibility_timeout};
 use crate::target::{HttpTarget, TargetConfigError};
 
@@ -50,8 +62,17 @@ pub enum SetupError {
     Target(#[from] TargetConfigError),
     #[error("spec.filterCriteria: {0}")]
     Filter(#[from] FilterError),
-    #[error("{0} sources are not handled by this poller")]
-    Unsupported(SourceKind),
+    #[error("{field}: cannot read the stream: {error}")]
+    Stream {
+        field: &'static str,
+        error: StreamError,
+    },
+    #[error(transparent)]
+    Leases(#[from] LeaseError),
+    #[error("spec.source.kinesis: {0}")]
+    KinesisSource(crate::error::Error),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
     #[error("spec.source: exactly one of sqs, kinesis, dynamodbStreams must be set")]
     NoSource,
 }
@@ -61,6 +82,25 @@ pub enum SetupError {
 pub struct PollerContext {
     pub client: Client,
     pub metrics: PollerMetrics,
+    /// This replica's identity in shard leases (the pod name).
+    pub holder: String,
+    /// How long a shard lease lasts without renewal.
+    pub lease_duration: Duration,
+}
+
+/// Shard lease duration unless configured (`--lease-duration-seconds`).
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(30);
+
+/// The holder identity of this process: `POD_NAME` when set (poller pods), else the host name
+/// and process id.
+pub fn default_holder() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "poller".into());
+            format!("{host}-{}", std::process::id())
+        })
 }
 
 /// What the process that runs a mapping's pollers can see of them.
@@ -76,7 +116,8 @@ pub struct PollerHandle {
 /// Runs the pollers of mapping `namespace/name` until `shutdown` turns true (or its sender is
 /// dropped). Waits while the mapping is missing or disabled; on shutdown stops receiving, lets
 /// in-flight batches finish within the target timeout plus a margin, hands gathered messages
-/// back to the queue, writes the last status and returns.
+/// back to the queue (streams: checkpoints and releases its shard leases), writes the last
+/// status and returns.
 pub async fn run_mapping(
     context: PollerContext,
     namespace: String,
@@ -104,7 +145,7 @@ pub async fn run_mapping(
         };
         let Some(current) = current else { break };
         let spec_key = spec_hash(&current);
-        let engine = match setup(&context.client, &current, &metrics, &results, &activity).await {
+        let engine = match setup(&context, &current, &metrics, &results, &activity).await {
             Ok(engine) => {
                 setup_failures = 0;
                 engine
@@ -154,20 +195,35 @@ pub async fn run_mapping(
     }
 }
 
+/// The engine of one mapping, by source kind.
+enum Engine {
+    Queue(QueuePoller<SqsQueue, HttpTarget>),
+    Kinesis(StreamPoller<KinesisStream, KubeShardLeases, HttpTarget, Destination>),
+    DynamoDb(StreamPoller<DynamoDbStream, KubeShardLeases, HttpTarget, Destination>),
+}
+
+impl Engine {
+    async fn run(self, stop: watch::Receiver<bool>) {
+        match self {
+            Engine::Queue(poller) => poller.run(stop).await,
+            Engine::Kinesis(poller) => poller.run(stop).await,
+            Engine::DynamoDb(poller) => poller.run(stop).await,
+        }
+    }
+}
+
 /// Builds the engine for the mapping's source.
 async fn setup(
-    client: &Client,
+    context: &PollerContext,
     mapping: &EventSourceMapping,
     metrics: &MappingMetrics,
     results: &ProcessingResults,
     activity: &Activity,
-) -> Result<QueuePoller<SqsQueue, HttpTarget>, SetupError> {
+) -> Result<Engine, SetupError> {
+    let client = &context.client;
     let spec = &mapping.spec;
     let namespace = mapping.metadata.namespace.as_deref().unwrap_or_default();
     let kind = spec.source_kind().ok_or(SetupError::NoSource)?;
-    let Some(sqs) = spec.source.sqs.as_ref() else {
-        return Err(SetupError::Unsupported(kind));
-    };
     let filters = FilterSet::parse_for(
         kind,
         spec.filter_criteria
@@ -175,18 +231,120 @@ async fn setup(
             .flat_map(|c| c.filters.iter().map(|f| f.pattern.as_str())),
     )?;
     let target = HttpTarget::new(&spec.target, namespace)?;
-    let config = sdk_config(client, namespace, &sqs.aws, "spec.source.sqs").await?;
-    let (queue, attributes) = SqsQueue::connect(&config, &sqs.queue_url).await?;
-    report_visibility_timeout(client, mapping, attributes.visibility_timeout).await;
-    Ok(QueuePoller {
-        queue,
+    if let Some(sqs) = &spec.source.sqs {
+        let config = sdk_config(client, namespace, &sqs.aws, "spec.source.sqs").await?;
+        let (queue, attributes) = SqsQueue::connect(&config, &sqs.queue_url).await?;
+        report_visibility_timeout(client, mapping, attributes.visibility_timeout).await;
+        return Ok(Engine::Queue(QueuePoller {
+            queue,
+            target,
+            filters,
+            settings: QueueSettings::from_spec(spec),
+            metrics: metrics.clone(),
+            results: results.clone(),
+            activity: activity.clone(),
+        }));
+    }
+    let destination = match spec.destination_config.as_ref().map(|d| &d.on_failure) {
+        Some(on_failure) => match (&on_failure.sqs, &on_failure.http) {
+            (Some(sqs), _) => {
+                let field = "spec.destinationConfig.onFailure.sqs";
+                let config = sdk_config(client, namespace, &sqs.aws, field).await?;
+                Some(Destination::Sqs(SqsDestination::new(
+                    &config,
+                    &sqs.queue_url,
+                )))
+            }
+            (None, Some(http)) => Some(Destination::http(http, namespace)?),
+            (None, None) => None,
+        },
+        None => None,
+    };
+    let leases = KubeShardLeases::new(
+        client.clone(),
+        mapping,
+        context.holder.clone(),
+        context.lease_duration,
+    )?;
+    let name = mapping.metadata.name.as_deref().unwrap_or_default();
+    let parts = StreamParts {
+        leases,
         target,
+        destination,
         filters,
-        settings: QueueSettings::from_spec(spec),
+        settings: StreamSettings::from_spec(spec, context.lease_duration),
         metrics: metrics.clone(),
         results: results.clone(),
-        activity: activity.clone(),
-    })
+        mapping: format!("{namespace}/{name}"),
+        kind,
+    };
+    if let Some(kinesis) = &spec.source.kinesis {
+        let field = "spec.source.kinesis";
+        let config = sdk_config(client, namespace, &kinesis.aws, field).await?;
+        let id = KinesisStreamId::of(kinesis).map_err(SetupError::KinesisSource)?;
+        let stream = KinesisStream::new(&config, id);
+        return Ok(Engine::Kinesis(parts.build(stream, field).await?));
+    }
+    let Some(dynamodb) = &spec.source.dynamodb_streams else {
+        return Err(SetupError::NoSource);
+    };
+    let field = "spec.source.dynamodbStreams";
+    let config = sdk_config(client, namespace, &dynamodb.aws, field).await?;
+    let stream = DynamoDbStream::new(&config, &dynamodb.stream_arn);
+    Ok(Engine::DynamoDb(parts.build(stream, field).await?))
+}
+
+/// Everything of a stream engine but the stream.
+struct StreamParts {
+    leases: KubeShardLeases,
+    target: HttpTarget,
+    destination: Option<Destination>,
+    filters: FilterSet,
+    settings: StreamSettings,
+    metrics: MappingMetrics,
+    results: ProcessingResults,
+    mapping: String,
+    kind: SourceKind,
+}
+
+impl StreamParts {
+    /// The engine for `stream`, once it answers (its ARN names the records' source).
+    async fn build<S: ShardedStream>(
+        self,
+        stream: S,
+        field: &'static str,
+    ) -> Result<StreamPoller<S, KubeShardLeases, HttpTarget, Destination>, SetupError> {
+        let stream_arn = stream
+            .stream_arn()
+            .await
+            .map_err(|error| SetupError::Stream { field, error })?;
+        stream
+            .list_shards()
+            .await
+            .map_err(|error| SetupError::Stream { field, error })?;
+        let identity = StreamIdentity {
+            invoke_identity: format!(
+                "esm.dev/namespaces/{}",
+                self.mapping.replacen('/', "/eventsourcemappings/", 1)
+            )
+            .into(),
+            mapping: self.mapping,
+            target_url: self.target.url().to_owned(),
+            stream_arn,
+            kind: self.kind,
+        };
+        Ok(StreamPoller {
+            stream,
+            leases: self.leases,
+            target: self.target,
+            destination: self.destination,
+            filters: self.filters,
+            settings: self.settings,
+            identity,
+            metrics: self.metrics,
+            results: self.results,
+        })
+    }
 }
 
 /// Reports the SPEC §4.3 check as the mapping's `QueueVisibilityTimeout` condition, with the
@@ -292,6 +450,8 @@ pub async fn run(
     namespace: String,
     name: String,
     admin_addr: SocketAddr,
+    holder: String,
+    lease_duration: Duration,
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
     let metrics = PollerMetrics::new(&registry)?;
@@ -311,7 +471,12 @@ pub async fn run(
         tracing::info!("stopping pollers");
         let _ = shutdown_tx.send(true);
     });
-    let context = PollerContext { client, metrics };
+    let context = PollerContext {
+        client,
+        metrics,
+        holder,
+        lease_duration,
+    };
     run_mapping(context, namespace, name, handle, shutdown).await;
     admin.await??;
     Ok(())

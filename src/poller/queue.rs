@@ -286,7 +286,7 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
         let payload = encode_event(batch.iter().map(|p| &p.record), event_len(count, bytes));
 
         let result = {
-            let _in_flight = InFlight::start(&self.metrics);
+            let _in_flight = self.metrics.start_in_flight();
             let _timer = self.metrics.invocation_duration.start_timer();
             self.target.invoke(payload).await
         };
@@ -395,22 +395,6 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
                 }
             }
         }
-    }
-}
-
-/// Counts a batch in flight while alive, also when its task is aborted.
-struct InFlight<'a>(&'a prometheus::IntGauge);
-
-impl<'a> InFlight<'a> {
-    fn start(metrics: &'a MappingMetrics) -> Self {
-        metrics.in_flight.inc();
-        Self(&metrics.in_flight)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

@@ -1,5 +1,6 @@
 //! An HTTP target for tests: records every event it receives, parsed with the published Lambda
-//! types, and answers as the test says (success, failure, partial batch responses, garbage).
+//! types (SQS by default; any event type with [`EventTarget`]), and answers as the test says
+//! (success, failure, partial batch responses, garbage).
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -9,12 +10,13 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
+use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 /// One call the target received.
 #[derive(Clone, Debug)]
-pub struct Call {
-    pub event: SqsEvent,
+pub struct Call<E = SqsEvent> {
+    pub event: E,
     /// Size of the request body.
     pub bytes: usize,
 }
@@ -22,35 +24,45 @@ pub struct Call {
 /// The answer to a call: status and body.
 pub type Answer = (u16, String);
 
-type Behaviour = dyn Fn(usize, &SqsEvent) -> Answer + Send + Sync;
+type Behaviour<E> = dyn Fn(usize, &E) -> Answer + Send + Sync;
 
-#[derive(Clone)]
-struct Shared {
-    calls: Arc<Mutex<Vec<Call>>>,
-    /// Bodies that were not Lambda SQS events, with the parse error.
+struct Shared<E> {
+    calls: Arc<Mutex<Vec<Call<E>>>>,
+    /// Bodies that were not events of type `E`, with the parse error.
     malformed: Arc<Mutex<Vec<String>>>,
-    behaviour: Arc<Behaviour>,
+    behaviour: Arc<Behaviour<E>>,
 }
 
-pub struct TestTarget {
+impl<E> Clone for Shared<E> {
+    fn clone(&self) -> Self {
+        Self {
+            calls: self.calls.clone(),
+            malformed: self.malformed.clone(),
+            behaviour: self.behaviour.clone(),
+        }
+    }
+}
+
+/// A target receiving Lambda SQS events.
+pub type TestTarget = EventTarget<SqsEvent>;
+
+pub struct EventTarget<E> {
     pub url: String,
-    shared: Shared,
+    shared: Shared<E>,
     server: JoinHandle<()>,
 }
 
-impl TestTarget {
+impl<E: DeserializeOwned + Clone + Send + Sync + 'static> EventTarget<E> {
     /// Starts a target on a free loopback port; `behaviour(call_index, event)` gives each
-    /// answer. A body that is not a Lambda SQS event is answered 400 and fails [`TestTarget::calls`].
-    pub async fn start(
-        behaviour: impl Fn(usize, &SqsEvent) -> Answer + Send + Sync + 'static,
-    ) -> Self {
+    /// answer. A body that is not an `E` is answered 400 and fails [`EventTarget::calls`].
+    pub async fn start(behaviour: impl Fn(usize, &E) -> Answer + Send + Sync + 'static) -> Self {
         let shared = Shared {
             calls: Arc::default(),
             malformed: Arc::default(),
             behaviour: Arc::new(behaviour),
         };
         let app = Router::new()
-            .route("/", post(handle))
+            .route("/", post(handle::<E>))
             .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -74,8 +86,8 @@ impl TestTarget {
         Self::start(|_, _| (200, String::new())).await
     }
 
-    /// The calls so far; fails the test if any body was not a Lambda SQS event.
-    pub fn calls(&self) -> Vec<Call> {
+    /// The calls so far; fails the test if any body was not an `E`.
+    pub fn calls(&self) -> Vec<Call<E>> {
         let malformed = self.shared.malformed.lock().unwrap();
         assert!(
             malformed.is_empty(),
@@ -85,14 +97,17 @@ impl TestTarget {
     }
 }
 
-impl Drop for TestTarget {
+impl<E> Drop for EventTarget<E> {
     fn drop(&mut self) {
         self.server.abort();
     }
 }
 
-async fn handle(State(shared): State<Shared>, body: Bytes) -> (StatusCode, String) {
-    let event: SqsEvent = match serde_json::from_slice(&body) {
+async fn handle<E: DeserializeOwned + Clone>(
+    State(shared): State<Shared<E>>,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let event: E = match serde_json::from_slice(&body) {
         Ok(event) => event,
         Err(err) => {
             shared.malformed.lock().unwrap().push(err.to_string());

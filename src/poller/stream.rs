@@ -1,0 +1,1044 @@
+//! The stream engine (SPEC §3): Kinesis and DynamoDB Streams, one reader per owned shard.
+//!
+//! A coordinator balances shard leases ([`super::checkpoint::balance`]) every third of the
+//! lease duration and runs one task per shard this replica holds. A shard task reads its shard
+//! in the poll rhythm (GetRecords, within the read budget), gives every record a position in
+//! the shard's [`Watermark`], drops what the filters reject (finished at once), and hands the
+//! rest to `parallelizationFactor` lanes by ordering key. Each lane assembles batches
+//! ([`super::batch`]), calls the target, and works failures through the [`RetryPolicy`]
+//! (retry while the lane waits, bisection, partial batch responses, record age, discard to
+//! the on-failure destination). The checkpoint follows the watermark: it only passes records
+//! every lane has finished. A closed shard is read to its end and checkpointed `SHARD_END`,
+//! which makes its children eligible.
+//!
+//! Stopping a shard (handed over, or the poller stops) finishes the call in flight, writes the
+//! checkpoint and releases the lease; losing a lease stops the shard at once, without writing.
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::batch::{BatchLimits, Batcher, Measured, fill};
+use super::checkpoint::{Checkpoint, LeaseError, ShardLease, ShardLeaseStore, balance};
+use super::lanes::{Watermark, lane_of};
+use super::metrics::{MappingMetrics, ShardMetrics};
+use super::retry::{DiscardCondition, RetryPolicy, Segment, retry_delay};
+use super::status::ProcessingResults;
+use crate::api::{EventSourceMappingSpec, SourceKind, StartingPosition};
+use crate::destination::{
+    BatchInfo, Deliver, InvocationRecord, RequestContext, ResponseContext, ShardBatchInfo,
+};
+use crate::event::{
+    EventRecord, MAX_PAYLOAD_BYTES, StreamEventRecord, StreamOrigin, encode_event, encoded_len,
+    event_len,
+};
+use crate::filter::FilterSet;
+use crate::sources::sharded::{
+    RecordPage, ShardPosition, ShardedStream, StreamError, StreamRecord,
+};
+use crate::target::{Invoke, Outcome, classify};
+
+/// Lambda polls a Kinesis shard about once a second when it is caught up...
+const KINESIS_IDLE_POLL: Duration = Duration::from_secs(1);
+/// ...and at most 5 times a second (the shard's GetRecords budget) while it is behind.
+const KINESIS_BUSY_POLL: Duration = Duration::from_millis(200);
+/// Lambda polls a DynamoDB stream shard about 4 times a second.
+const DYNAMODB_POLL: Duration = Duration::from_millis(250);
+/// Most records read ahead of the checkpoint per shard (never less than one batch).
+const MAX_READ_AHEAD: usize = 10_000;
+/// First pause after a throttled or failed source call; doubles up to the max.
+const SOURCE_BACKOFF: Duration = Duration::from_millis(500);
+const SOURCE_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// First pause before a counted retry of a failed batch; doubles up to the max.
+const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long an empty lane waits for records before looking again.
+const LANE_IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// How a mapping's stream is read and its batches handled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamSettings {
+    pub batch_size: usize,
+    pub window: Duration,
+    /// `parallelizationFactor`: lanes per shard.
+    pub lanes: usize,
+    /// Where a shard without checkpoint and without parents starts.
+    pub starting_position: ShardPosition,
+    pub retry: RetryPolicy,
+    pub report_batch_item_failures: bool,
+    /// Pause between reads of a caught-up shard, and of a shard that is behind.
+    pub idle_poll: Duration,
+    pub busy_poll: Duration,
+    /// How long a shard lease lasts without renewal; leases are balanced every third of it.
+    pub lease_duration: Duration,
+    /// First pause before a counted retry (doubles, up to a minute).
+    pub retry_backoff: Duration,
+}
+
+impl StreamSettings {
+    pub fn from_spec(spec: &EventSourceMappingSpec, lease_duration: Duration) -> Self {
+        let (idle_poll, busy_poll) = match spec.source_kind() {
+            Some(SourceKind::DynamoDBStreams) => (DYNAMODB_POLL, DYNAMODB_POLL),
+            _ => (KINESIS_IDLE_POLL, KINESIS_BUSY_POLL),
+        };
+        let starting_position = match spec.starting_position {
+            Some(StartingPosition::TrimHorizon) => ShardPosition::TrimHorizon,
+            Some(StartingPosition::AtTimestamp) => spec
+                .starting_position_timestamp
+                .as_ref()
+                .map_or(ShardPosition::Latest, |at| ShardPosition::AtTimestamp(at.0)),
+            Some(StartingPosition::Latest) | None => ShardPosition::Latest,
+        };
+        Self {
+            batch_size: spec.effective_batch_size() as usize,
+            window: Duration::from_secs(u64::from(
+                spec.maximum_batching_window_in_seconds.unwrap_or(0),
+            )),
+            lanes: spec.parallelization_factor.unwrap_or(1).max(1) as usize,
+            starting_position,
+            retry: RetryPolicy::from_spec(spec),
+            report_batch_item_failures: spec.reports_batch_item_failures(),
+            idle_poll,
+            busy_poll,
+            lease_duration,
+            retry_backoff: RETRY_BACKOFF,
+        }
+    }
+
+    fn read_ahead(&self) -> usize {
+        (self.batch_size * self.lanes * 2)
+            .min(MAX_READ_AHEAD)
+            .max(self.batch_size)
+    }
+}
+
+/// Who is calling, for the records the target and the destination see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamIdentity {
+    /// The mapping, `NAMESPACE/NAME`.
+    pub mapping: String,
+    /// The target's URL.
+    pub target_url: String,
+    /// The stream's ARN (`eventSourceARN`).
+    pub stream_arn: String,
+    /// `invokeIdentityArn` of Kinesis records.
+    pub invoke_identity: Arc<str>,
+    pub kind: SourceKind,
+}
+
+/// Reads one stream for one mapping as one replica.
+pub struct StreamPoller<S, L, T, D> {
+    pub stream: S,
+    pub leases: L,
+    pub target: T,
+    pub destination: Option<D>,
+    pub filters: FilterSet,
+    pub settings: StreamSettings,
+    pub identity: StreamIdentity,
+    pub metrics: MappingMetrics,
+    pub results: ProcessingResults,
+}
+
+/// How a shard task ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ShardExit {
+    /// Read to its end and checkpointed `SHARD_END`.
+    Finished,
+    /// Stopped on request, checkpointed and released.
+    Stopped,
+    /// Another replica holds the lease now.
+    Lost,
+    /// The stream no longer has the shard.
+    Gone,
+}
+
+struct RunningShard {
+    drain: watch::Sender<bool>,
+    abort: AbortHandle,
+}
+
+impl<S, L, T, D> StreamPoller<S, L, T, D>
+where
+    S: ShardedStream + 'static,
+    L: ShardLeaseStore + 'static,
+    T: Invoke,
+    D: Deliver,
+{
+    /// Balances leases and reads the shards this replica holds until `stop` turns true; then
+    /// each shard finishes the call in flight, checkpoints and releases its lease. The caller
+    /// bounds how long that may take by dropping this future.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let engine = Arc::new(self);
+        let mut running: HashMap<String, RunningShard> = HashMap::new();
+        let mut tasks: JoinSet<(String, ShardExit)> = JoinSet::new();
+        let mut ticker = tokio::time::interval(engine.settings.lease_duration / 3);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_renewal = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = ticker.tick() => {}
+                Some(joined) = tasks.join_next_with_id() => {
+                    // A task aborted (lease lost) may have been replaced by a new one for the
+                    // same shard: only forget the task that ended.
+                    let id = match &joined {
+                        Ok((id, _)) => *id,
+                        Err(error) => error.id(),
+                    };
+                    running.retain(|_, shard| shard.abort.id() != id);
+                    match joined {
+                        Ok((_, (shard_id, exit))) => {
+                            tracing::info!(shard = %shard_id, ?exit, "shard stopped");
+                            if exit != ShardExit::Finished {
+                                continue;
+                            }
+                            // Its children may start now.
+                        }
+                        Err(error) => {
+                            if error.is_panic() {
+                                tracing::error!(%error, "a shard task panicked");
+                                engine.results.problem(format!("internal error: {error}"));
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
+            match engine.balance_round(&mut running, &mut tasks).await {
+                Ok(()) => {
+                    last_renewal = Instant::now();
+                    failures = 0;
+                }
+                Err(error) => {
+                    failures += 1;
+                    engine.metrics.source_errors.inc();
+                    engine.results.problem(error.clone());
+                    tracing::warn!(%error, "cannot balance shard leases");
+                    if last_renewal.elapsed() >= engine.settings.lease_duration {
+                        // Our leases may have expired and been taken: stop reading at once.
+                        for (shard_id, shard) in running.drain() {
+                            tracing::warn!(shard = %shard_id, "no lease renewal within the lease duration; shard stopped");
+                            shard.abort.abort();
+                        }
+                    }
+                    let delay = retry_delay(failures, SOURCE_BACKOFF, SOURCE_BACKOFF_MAX);
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            engine.metrics.owned_shards.set(running.len() as i64);
+        }
+        for shard in running.values() {
+            let _ = shard.drain.send(true);
+        }
+        while tasks.join_next().await.is_some() {}
+        engine.metrics.owned_shards.set(0);
+    }
+
+    /// One round: list shards, balance leases, start the shards newly held, stop the ones to
+    /// hand over or lost.
+    async fn balance_round(
+        self: &Arc<Self>,
+        running: &mut HashMap<String, RunningShard>,
+        tasks: &mut JoinSet<(String, ShardExit)>,
+    ) -> Result<(), String> {
+        let shards = self.stream.list_shards().await.map_err(|error| {
+            format!(
+                "cannot list the shards of {}: {error}",
+                self.identity.stream_arn
+            )
+        })?;
+        let assignment = balance(&self.leases, &shards, Timestamp::now())
+            .await
+            .map_err(|error| error.to_string())?;
+        let held: HashSet<&str> = assignment
+            .held
+            .iter()
+            .map(|lease| lease.shard_id.as_str())
+            .collect();
+        running.retain(|shard_id, shard| {
+            let keep = held.contains(shard_id.as_str()) || assignment.give_up.contains(shard_id);
+            if !keep {
+                tracing::warn!(shard = %shard_id, "shard lease lost; shard stopped");
+                shard.abort.abort();
+            }
+            keep
+        });
+        for shard_id in &assignment.give_up {
+            match running.get(shard_id) {
+                Some(shard) => {
+                    let _ = shard.drain.send(true);
+                }
+                None => {
+                    if let Err(error) = self.leases.release(shard_id).await {
+                        tracing::warn!(shard = %shard_id, %error, "cannot release shard lease");
+                    }
+                }
+            }
+        }
+        for lease in assignment.held {
+            if running.contains_key(&lease.shard_id) || lease.is_finished() {
+                continue;
+            }
+            let (drain, drained) = watch::channel(false);
+            let shard_id = lease.shard_id.clone();
+            let abort = tasks.spawn(self.clone().run_shard(lease, drained));
+            running.insert(shard_id, RunningShard { drain, abort });
+        }
+        Ok(())
+    }
+
+    /// Reads one shard until it ends, is stopped or lost.
+    async fn run_shard(
+        self: Arc<Self>,
+        lease: ShardLease,
+        drain: watch::Receiver<bool>,
+    ) -> (String, ShardExit) {
+        let shard_id = lease.shard_id.clone();
+        tracing::info!(shard = %shard_id, checkpoint = ?lease.checkpoint, "shard started");
+        let shard = Arc::new(ShardRun {
+            origin: Arc::new(StreamOrigin::new(
+                &self.identity.stream_arn,
+                &shard_id,
+                self.identity.invoke_identity.clone(),
+            )),
+            metrics: self.metrics.shard(&shard_id),
+            watermark: Mutex::new(Watermark::default()),
+            finished: watch::channel(0).0,
+            drain,
+        });
+        let exit = self.clone().read_and_process(&lease, &shard).await;
+        let exit = self.close_shard(&shard, exit).await;
+        (shard_id, exit)
+    }
+
+    /// After a shard's reader and lanes stopped: writes the last checkpoint, then marks a shard
+    /// read to its end `SHARD_END` (the next round hands it over and starts its children) or
+    /// releases the lease. A lost lease is left alone.
+    async fn close_shard(&self, shard: &ShardRun, exit: ShardExit) -> ShardExit {
+        let shard_id = &*shard.origin.shard_id;
+        if exit == ShardExit::Lost {
+            return ShardExit::Lost;
+        }
+        match self.write_checkpoint(shard).await {
+            Ok(()) => {}
+            Err(LeaseError::Lost { .. }) => return ShardExit::Lost,
+            Err(error) => {
+                tracing::warn!(shard = %shard_id, %error, "cannot write the last checkpoint; the next holder repeats some records");
+            }
+        }
+        if exit == ShardExit::Finished && shard.is_complete() {
+            match self
+                .leases
+                .checkpoint(shard_id, &Checkpoint::ShardEnd, Timestamp::now())
+                .await
+            {
+                Ok(_) => return ShardExit::Finished,
+                Err(LeaseError::Lost { .. }) => return ShardExit::Lost,
+                Err(error) => {
+                    tracing::warn!(shard = %shard_id, %error, "cannot checkpoint the shard end; its end is read again");
+                }
+            }
+        }
+        self.release(shard_id).await;
+        if exit == ShardExit::Gone {
+            ShardExit::Gone
+        } else {
+            ShardExit::Stopped
+        }
+    }
+
+    async fn release(&self, shard_id: &str) {
+        if let Err(error) = self.leases.release(shard_id).await {
+            tracing::warn!(shard = %shard_id, %error, "cannot release shard lease; it expires instead");
+        }
+    }
+
+    /// Writes the watermark when it moved; it stays pending until a write succeeds.
+    async fn write_checkpoint(&self, shard: &ShardRun) -> Result<(), LeaseError> {
+        let Some(sequence) = shard.watermark().checkpoint() else {
+            return Ok(());
+        };
+        let checkpoint = Checkpoint::SequenceNumber(sequence);
+        self.leases
+            .checkpoint(&shard.origin.shard_id, &checkpoint, Timestamp::now())
+            .await?;
+        if let Checkpoint::SequenceNumber(sequence) = &checkpoint {
+            shard.watermark().written(sequence);
+        }
+        Ok(())
+    }
+
+    /// Runs the reader, the lanes and the checkpointer of a shard; returns when the reader and
+    /// lanes are done (shard end or drain), or at once when the lease is lost.
+    async fn read_and_process(
+        self: Arc<Self>,
+        lease: &ShardLease,
+        shard: &Arc<ShardRun>,
+    ) -> ShardExit {
+        let mut lanes = JoinSet::new();
+        let mut senders = Vec::with_capacity(self.settings.lanes);
+        for _ in 0..self.settings.lanes {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            senders.push(sender);
+            lanes.spawn(self.clone().run_lane(shard.clone(), receiver));
+        }
+        let work = async {
+            let end = self.read_shard(lease, shard, senders).await;
+            while lanes.join_next().await.is_some() {}
+            end
+        };
+        tokio::select! {
+            end = work => end,
+            lost = self.checkpoint_loop(shard) => lost,
+        }
+    }
+
+    /// Checkpoints whenever records finish; returns only when the lease is lost.
+    async fn checkpoint_loop(&self, shard: &ShardRun) -> ShardExit {
+        let mut finished = shard.finished.subscribe();
+        let mut failures = 0u32;
+        loop {
+            if finished.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            match self.write_checkpoint(shard).await {
+                Ok(()) => failures = 0,
+                Err(LeaseError::Lost { .. }) => {
+                    tracing::warn!(shard = %shard.origin.shard_id, "shard lease lost while checkpointing; shard stopped");
+                    return ShardExit::Lost;
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(shard = %shard.origin.shard_id, %error, "cannot write checkpoint; retrying");
+                    tokio::time::sleep(retry_delay(failures, SOURCE_BACKOFF, SOURCE_BACKOFF_MAX))
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Where reading starts: after the checkpoint, else a child shard at its beginning (its
+    /// parents were read to their end), else the mapping's starting position.
+    fn start_position(&self, lease: &ShardLease) -> ShardPosition {
+        match &lease.checkpoint {
+            Some(Checkpoint::SequenceNumber(sequence)) => {
+                ShardPosition::AfterSequenceNumber(sequence.clone())
+            }
+            _ if !lease.parent_shard_ids.is_empty() => ShardPosition::TrimHorizon,
+            _ => self.settings.starting_position.clone(),
+        }
+    }
+
+    /// An iterator at `position`, retrying throttling and errors with backoff. Returns the
+    /// iterator and a sequence number to skip (see below), or the shard's exit.
+    async fn iterator(
+        &self,
+        shard: &ShardRun,
+        position: &ShardPosition,
+    ) -> Result<(String, Option<String>), ShardExit> {
+        let shard_id = &*shard.origin.shard_id;
+        let mut position = position.clone();
+        let mut failures = 0u32;
+        loop {
+            if shard.draining() {
+                return Err(ShardExit::Stopped);
+            }
+            let error = match self.stream.shard_iterator(shard_id, &position).await {
+                Ok(iterator) => {
+                    let skip = match &position {
+                        ShardPosition::AtSequenceNumber(sequence) => Some(sequence.clone()),
+                        _ => None,
+                    };
+                    return Ok((iterator, skip));
+                }
+                Err(error) => error,
+            };
+            failures += 1;
+            match (&error, &position) {
+                (StreamError::NotFound(_), _) => return Err(ShardExit::Gone),
+                (StreamError::Trimmed(_), _) => {
+                    self.trimmed(shard, &error);
+                    position = ShardPosition::TrimHorizon;
+                    continue;
+                }
+                // DynamoDB Local fails AFTER_SEQUENCE_NUMBER at the last record of a shard:
+                // start at the record itself and skip it.
+                (StreamError::Other(_), ShardPosition::AfterSequenceNumber(sequence)) => {
+                    position = ShardPosition::AtSequenceNumber(sequence.clone());
+                }
+                _ => {}
+            }
+            self.source_error(shard, "GetShardIterator", &error);
+            let delay = retry_delay(failures, SOURCE_BACKOFF, SOURCE_BACKOFF_MAX);
+            if !shard.pause(delay).await {
+                return Err(ShardExit::Stopped);
+            }
+        }
+    }
+
+    fn trimmed(&self, shard: &ShardRun, error: &StreamError) {
+        self.metrics.source_errors.inc();
+        let problem = format!(
+            "shard {}: records were trimmed before they were read ({error}); reading resumes at the oldest record",
+            shard.origin.shard_id
+        );
+        tracing::error!("{problem}");
+        self.results.problem(problem);
+    }
+
+    fn source_error(&self, shard: &ShardRun, operation: &str, error: &StreamError) {
+        self.metrics.source_errors.inc();
+        if !matches!(error, StreamError::Throttled(_)) {
+            self.results.problem(format!(
+                "{operation} on shard {}: {error}",
+                shard.origin.shard_id
+            ));
+        }
+        tracing::warn!(shard = %shard.origin.shard_id, %error, kind = error.metric_label(), "{operation} failed; retrying");
+    }
+
+    /// Reads the shard in the poll rhythm and feeds the lanes, until the shard ends or the
+    /// shard is drained. Dropping `lanes` tells the lanes no more records come.
+    async fn read_shard(
+        &self,
+        lease: &ShardLease,
+        shard: &ShardRun,
+        lanes: Vec<mpsc::UnboundedSender<Vec<Pending>>>,
+    ) -> ShardExit {
+        let read_ahead = self.settings.read_ahead();
+        let mut finished = shard.finished.subscribe();
+        let (mut iterator, mut skip) = match self.iterator(shard, &self.start_position(lease)).await
+        {
+            Ok(start) => start,
+            Err(exit) => return exit,
+        };
+        let mut last_read: Option<String> = None;
+        let mut failures = 0u32;
+        let mut next_poll = Instant::now();
+        loop {
+            if !shard.pause_until(next_poll).await {
+                return ShardExit::Stopped;
+            }
+            // Read ahead of the checkpoint by a bounded number of records.
+            loop {
+                let outstanding = shard.outstanding();
+                if outstanding < read_ahead {
+                    break;
+                }
+                tokio::select! {
+                    _ = finished.changed() => {}
+                    _ = shard.drained() => return ShardExit::Stopped,
+                }
+            }
+            let room = read_ahead - shard.outstanding();
+            let limit = u32::try_from(room).unwrap_or(u32::MAX);
+            let page = match self.stream.get_records(&iterator, limit).await {
+                Ok(page) => page,
+                Err(error) => {
+                    failures += 1;
+                    match &error {
+                        StreamError::ExpiredIterator(_) => {
+                            let position = match &last_read {
+                                Some(sequence) => {
+                                    ShardPosition::AfterSequenceNumber(sequence.clone())
+                                }
+                                None => self.start_position(lease),
+                            };
+                            tracing::debug!(shard = %shard.origin.shard_id, "shard iterator expired; renewing");
+                            match self.iterator(shard, &position).await {
+                                Ok((fresh, fresh_skip)) => {
+                                    iterator = fresh;
+                                    skip = fresh_skip;
+                                    continue;
+                                }
+                                Err(exit) => return exit,
+                            }
+                        }
+                        StreamError::NotFound(_) => return ShardExit::Gone,
+                        StreamError::Trimmed(_) => {
+                            self.trimmed(shard, &error);
+                            match self.iterator(shard, &ShardPosition::TrimHorizon).await {
+                                Ok((fresh, fresh_skip)) => {
+                                    iterator = fresh;
+                                    skip = fresh_skip;
+                                    continue;
+                                }
+                                Err(exit) => return exit,
+                            }
+                        }
+                        StreamError::Throttled(_) | StreamError::Other(_) => {
+                            self.source_error(shard, "GetRecords", &error);
+                            next_poll = Instant::now()
+                                + retry_delay(failures, SOURCE_BACKOFF, SOURCE_BACKOFF_MAX);
+                            continue;
+                        }
+                    }
+                }
+            };
+            failures = 0;
+            let busy =
+                page.records.len() >= room || page.millis_behind_latest.is_some_and(|ms| ms > 0);
+            if let Some(sequence) = page.records.last().map(|r| r.sequence_number.clone()) {
+                last_read = Some(sequence);
+            }
+            let RecordPage {
+                records,
+                next_iterator,
+                millis_behind_latest,
+            } = page;
+            shard.metrics.iterator_age.set(iterator_age(
+                millis_behind_latest,
+                records.last(),
+                Timestamp::now(),
+            ));
+            // The record to skip is the first one an AT_SEQUENCE_NUMBER iterator returns.
+            let had_records = !records.is_empty();
+            self.dispatch(shard, records, skip.as_deref(), &lanes);
+            if had_records {
+                skip = None;
+            }
+            match next_iterator {
+                Some(next) => iterator = next,
+                None => return ShardExit::Finished,
+            }
+            next_poll = Instant::now()
+                + if busy {
+                    self.settings.busy_poll
+                } else {
+                    self.settings.idle_poll
+                };
+        }
+    }
+
+    /// Positions, filters and lanes the records of one page.
+    fn dispatch(
+        &self,
+        shard: &ShardRun,
+        records: Vec<StreamRecord>,
+        skip: Option<&str>,
+        lanes: &[mpsc::UnboundedSender<Vec<Pending>>],
+    ) {
+        shard.metrics.polled(records.len());
+        let mut by_lane: Vec<Vec<Pending>> = (0..lanes.len()).map(|_| Vec::new()).collect();
+        let mut filtered = 0;
+        for record in records {
+            if skip == Some(record.sequence_number.as_str()) {
+                continue;
+            }
+            let position = shard.push();
+            let record = StreamEventRecord {
+                record,
+                origin: shard.origin.clone(),
+            };
+            if !self.filters.is_empty() && !self.filters.matches(&record.filter_view()) {
+                filtered += 1;
+                shard.finish(position, record.record.sequence_number);
+                continue;
+            }
+            let lane = lane_of(record.record.ordering_key(), lanes.len());
+            by_lane[lane].push(Pending {
+                position,
+                encoded_len: encoded_len(&record),
+                record,
+            });
+        }
+        shard.metrics.filtered_out(filtered);
+        for (lane, records) in lanes.iter().zip(by_lane) {
+            if !records.is_empty() {
+                // A lane only goes away when the shard stops; its records are read again.
+                let _ = lane.send(records);
+            }
+        }
+    }
+
+    /// A lane: batches its records and sends them, one batch at a time, until its channel
+    /// closes and is empty, or the shard is drained.
+    async fn run_lane(
+        self: Arc<Self>,
+        shard: Arc<ShardRun>,
+        receiver: mpsc::UnboundedReceiver<Vec<Pending>>,
+    ) {
+        let receiver = tokio::sync::Mutex::new(receiver);
+        let mut batcher = Batcher::new(BatchLimits::new(
+            self.settings.batch_size,
+            self.settings.window,
+        ));
+        let mut drained = shard.drain.clone();
+        loop {
+            let filled = tokio::select! {
+                _ = drained.wait_for(|d| *d) => return,
+                filled = fill(&mut batcher, LANE_IDLE_WAIT, |_, wait| {
+                    let receiver = &receiver;
+                    async move { receive(&mut *receiver.lock().await, wait).await }
+                }) => filled,
+            };
+            for oversized in batcher.take_oversized() {
+                let reason = format!(
+                    "record needs a {}-byte event, more than the {MAX_PAYLOAD_BYTES}-byte limit",
+                    oversized.event_bytes
+                );
+                let mut single = vec![oversized.record];
+                if !self
+                    .discard(
+                        &shard,
+                        &mut single,
+                        0..1,
+                        DiscardCondition::RetryAttemptsExhausted,
+                        0,
+                        &LastResponse::error(reason),
+                    )
+                    .await
+                {
+                    return;
+                }
+            }
+            let batch = batcher.take();
+            if batch.is_empty() {
+                if filled.is_err() {
+                    return;
+                }
+                continue;
+            }
+            if !self.process(&shard, batch).await {
+                return;
+            }
+        }
+    }
+
+    /// Sends a batch until every record is done or discarded. Returns false when the shard
+    /// was drained first (the unfinished records are read again by the next holder).
+    async fn process(&self, shard: &ShardRun, mut batch: Vec<Pending>) -> bool {
+        let mut segments = VecDeque::from([Segment::whole(batch.len())]);
+        let mut last = LastResponse::default();
+        while let Some(mut segment) = segments.pop_front() {
+            let expired = self.settings.retry.expired_prefix(
+                batch[segment.range.clone()]
+                    .iter()
+                    .map(|p| p.record.record.approximate_arrival),
+                Timestamp::now(),
+            );
+            if expired > 0 {
+                let range = segment.range.start..segment.range.start + expired;
+                if !self
+                    .discard(
+                        shard,
+                        &mut batch,
+                        range,
+                        DiscardCondition::RecordAgeExceeded,
+                        segment.retries,
+                        &last,
+                    )
+                    .await
+                {
+                    return false;
+                }
+                segment.range.start += expired;
+                if segment.range.is_empty() {
+                    continue;
+                }
+            }
+            if shard.draining() {
+                return false;
+            }
+            let records = &batch[segment.range.clone()];
+            let count = records.len();
+            let bytes = records.iter().map(|p| p.encoded_len).sum();
+            let payload = encode_event(records.iter().map(|p| &p.record), event_len(count, bytes));
+            shard.metrics.invoked(count);
+            let started = Instant::now();
+            let result = {
+                let _in_flight = self.metrics.start_in_flight();
+                self.target.invoke(payload).await
+            };
+            shard
+                .metrics
+                .observe_invocation(started.elapsed().as_secs_f64());
+            let ids: Option<Vec<&str>> = self
+                .settings
+                .report_batch_item_failures
+                .then(|| records.iter().map(|p| p.record.item_identifier()).collect());
+            let outcome = classify(&result, ids.as_deref());
+            drop(ids);
+            last = LastResponse {
+                status: result.as_ref().ok().map(|r| r.status),
+                error: match &outcome {
+                    Outcome::Failure(reason) => Some(reason.clone()),
+                    Outcome::PartialFailure(failed) => {
+                        Some(format!("{} record(s) reported failed", failed.len()))
+                    }
+                    Outcome::Success => None,
+                },
+            };
+            let step = self.settings.retry.next(&segment, &outcome);
+            shard.metrics.failed(count - step.done.len());
+            match &outcome {
+                Outcome::Failure(reason) => {
+                    tracing::warn!(shard = %shard.origin.shard_id, records = count, retries = segment.retries, %reason, "batch failed");
+                    self.results.problem(reason.clone());
+                }
+                _ => self.results.ok(),
+            }
+            for pending in &mut batch[step.done.clone()] {
+                shard.finish(
+                    pending.position,
+                    std::mem::take(&mut pending.record.record.sequence_number),
+                );
+            }
+            if let Some(range) = step.discard
+                && !self
+                    .discard(
+                        shard,
+                        &mut batch,
+                        range,
+                        DiscardCondition::RetryAttemptsExhausted,
+                        segment.retries + 1,
+                        &last,
+                    )
+                    .await
+            {
+                return false;
+            }
+            if step.backoff
+                && let Some(next) = step.send.first()
+            {
+                let delay =
+                    retry_delay(next.retries, self.settings.retry_backoff, RETRY_BACKOFF_MAX);
+                if !shard.pause(delay).await {
+                    return false;
+                }
+            }
+            for next in step.send.into_iter().rev() {
+                segments.push_front(next);
+            }
+        }
+        true
+    }
+
+    /// Gives up on `batch[range]`: counts it dropped, describes it to the on-failure
+    /// destination (retrying until delivered) and finishes it. False when the shard was
+    /// drained before the destination took it (the records are read again).
+    async fn discard(
+        &self,
+        shard: &ShardRun,
+        batch: &mut [Pending],
+        range: std::ops::Range<usize>,
+        condition: DiscardCondition,
+        invocations: u32,
+        last: &LastResponse,
+    ) -> bool {
+        let records = &batch[range.clone()];
+        let (first, final_record) = (
+            &records[0].record.record,
+            &records[records.len() - 1].record.record,
+        );
+        let shard_id = &*shard.origin.shard_id;
+        let problem = format!(
+            "shard {shard_id}: {} record(s) {}..{} discarded: {}",
+            records.len(),
+            first.sequence_number,
+            final_record.sequence_number,
+            condition.as_str()
+        );
+        tracing::error!("{problem}");
+        self.results.problem(problem);
+        if let Some(destination) = &self.destination {
+            let info = ShardBatchInfo {
+                shard_id: shard_id.to_owned(),
+                start_sequence_number: first.sequence_number.clone(),
+                end_sequence_number: final_record.sequence_number.clone(),
+                approximate_arrival_of_first_record: first.approximate_arrival,
+                approximate_arrival_of_last_record: final_record.approximate_arrival,
+                batch_size: records.len(),
+                stream_arn: self.identity.stream_arn.clone(),
+            };
+            let record = InvocationRecord {
+                request_context: RequestContext {
+                    request_id: format!("{shard_id}:{}:{invocations}", first.sequence_number),
+                    mapping: self.identity.mapping.clone(),
+                    target: self.identity.target_url.clone(),
+                    condition,
+                    approximate_invoke_count: invocations,
+                },
+                response_context: ResponseContext {
+                    status_code: last.status,
+                    error: last.error.clone(),
+                },
+                version: "1.0",
+                timestamp: Timestamp::now(),
+                batch: match self.identity.kind {
+                    SourceKind::DynamoDBStreams => BatchInfo::DynamoDb(info),
+                    _ => BatchInfo::Kinesis(info),
+                },
+            }
+            .to_json();
+            let mut failures = 0u32;
+            loop {
+                match destination.deliver(record.clone()).await {
+                    Ok(()) => {
+                        shard.metrics.sent_to_destination(records.len());
+                        break;
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        self.metrics.destination_failures.inc();
+                        let problem = format!(
+                            "cannot deliver to the on-failure destination (attempt {failures}): {error}"
+                        );
+                        tracing::error!(shard = %shard_id, "{problem}");
+                        self.results.problem(problem);
+                        if !shard
+                            .pause(retry_delay(failures, SOURCE_BACKOFF, SOURCE_BACKOFF_MAX))
+                            .await
+                        {
+                            return false;
+                        }
+                    }
+                }
+            }
+        } else {
+            tracing::warn!(shard = %shard_id, "no on-failure destination: the discarded records are only counted");
+        }
+        shard.metrics.dropped(range.len());
+        for pending in &mut batch[range] {
+            shard.finish(
+                pending.position,
+                std::mem::take(&mut pending.record.record.sequence_number),
+            );
+        }
+        true
+    }
+}
+
+/// The target's last answer to a batch, for the invocation record.
+#[derive(Clone, Debug, Default)]
+struct LastResponse {
+    status: Option<u16>,
+    error: Option<String>,
+}
+
+impl LastResponse {
+    fn error(reason: String) -> Self {
+        Self {
+            status: None,
+            error: Some(reason),
+        }
+    }
+}
+
+/// Up to one channel read's worth of chunks for a lane: waits up to `wait` for the first,
+/// then takes what is already there. `Err` once the reader is gone and the channel empty.
+async fn receive(
+    receiver: &mut mpsc::UnboundedReceiver<Vec<Pending>>,
+    wait: Duration,
+) -> Result<Vec<Pending>, LaneClosed> {
+    let mut records = match tokio::time::timeout(wait, receiver.recv()).await {
+        Err(_) => return Ok(Vec::new()),
+        Ok(None) => return Err(LaneClosed),
+        Ok(Some(records)) => records,
+    };
+    while let Ok(more) = receiver.try_recv() {
+        records.extend(more);
+    }
+    Ok(records)
+}
+
+/// The shard's reader stopped and the lane has nothing left.
+#[derive(Debug)]
+struct LaneClosed;
+
+/// Milliseconds the reader is behind: MillisBehindLatest when the source says (Kinesis), else
+/// the age of the last record read, 0 when the page was empty (caught up).
+fn iterator_age(
+    millis_behind_latest: Option<i64>,
+    last: Option<&StreamRecord>,
+    now: Timestamp,
+) -> i64 {
+    if let Some(millis) = millis_behind_latest {
+        return millis;
+    }
+    last.and_then(|record| record.approximate_arrival)
+        .map_or(0, |arrival| {
+            now.duration_since(arrival).as_millis().max(0) as i64
+        })
+}
+
+/// A record waiting in a lane.
+#[derive(Debug)]
+struct Pending {
+    position: u64,
+    record: StreamEventRecord,
+    encoded_len: usize,
+}
+
+impl Measured for Pending {
+    fn encoded_len(&self) -> usize {
+        self.encoded_len
+    }
+}
+
+/// What the reader, lanes and checkpointer of one shard share.
+struct ShardRun {
+    origin: Arc<StreamOrigin>,
+    metrics: ShardMetrics,
+    watermark: Mutex<Watermark>,
+    /// Bumped whenever records finish: wakes the checkpointer and a reader waiting for room.
+    finished: watch::Sender<u64>,
+    drain: watch::Receiver<bool>,
+}
+
+impl ShardRun {
+    fn watermark(&self) -> std::sync::MutexGuard<'_, Watermark> {
+        self.watermark
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push(&self) -> u64 {
+        self.watermark().push()
+    }
+
+    fn finish(&self, position: u64, sequence_number: String) {
+        self.watermark().finish(position, sequence_number);
+        self.finished.send_modify(|count| *count += 1);
+    }
+
+    fn outstanding(&self) -> usize {
+        self.watermark().outstanding()
+    }
+
+    fn is_complete(&self) -> bool {
+        self.watermark().is_complete()
+    }
+
+    fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    async fn drained(&self) {
+        let mut drain = self.drain.clone();
+        let _ = drain.wait_for(|d| *d).await;
+    }
+
+    /// Sleeps `delay`; false when the shard is drained first.
+    async fn pause(&self, delay: Duration) -> bool {
+        self.pause_until(Instant::now() + delay).await
+    }
+
+    async fn pause_until(&self, deadline: Instant) -> bool {
+        tokio::select! {
+            _ = self.drained() => false,
+            _ = tokio::time::sleep_until(deadline) => !self.draining(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
