@@ -9,6 +9,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod metrics;
 pub mod queue;
+pub mod report;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -71,6 +72,9 @@ pub struct PollerHandle {
     /// True while the engine is set up and polling: the pod's readiness, and what the
     /// in-process controller reports as a ready replica.
     pub running: Readiness,
+    /// In-process: the receive loops to run, the mapping's whole concurrency as the controller
+    /// decides it. `None`: a replica of a Deployment, running `poller.batchesPerReplica`.
+    pub loops: Option<watch::Receiver<usize>>,
 }
 
 /// Runs the pollers of mapping `namespace/name` until `shutdown` turns true (or its sender is
@@ -84,7 +88,12 @@ pub async fn run_mapping(
     handle: PollerHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let PollerHandle { activity, running } = handle;
+    let PollerHandle {
+        activity,
+        running,
+        loops,
+    } = handle;
+    let holder = report::replica_identity();
     let api: Api<EventSourceMapping> = Api::namespaced(context.client.clone(), &namespace);
     let metrics = context.metrics.mapping(&namespace, &name);
     let results = ProcessingResults::default();
@@ -132,7 +141,17 @@ pub async fn run_mapping(
                 .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
         )) + STOP_MARGIN;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut run = pin!(engine.run(stop_rx));
+        let reporting = tokio::spawn(report::report_activity(
+            current.clone(),
+            Api::namespaced(context.client.clone(), &namespace),
+            holder.clone(),
+            activity.clone(),
+            stop_rx.clone(),
+        ));
+        let engine_loops = loops
+            .clone()
+            .unwrap_or_else(|| watch::channel(engine.settings.loops).1);
+        let mut run = pin!(engine.run_with_loops(stop_rx, engine_loops));
         let shutting_down = tokio::select! {
             _ = &mut run => false,
             _ = shutdown.wait_for(|s| *s) => true,
@@ -143,6 +162,7 @@ pub async fn run_mapping(
             tracing::warn!(%namespace, %name, ?grace, "in-flight batches did not finish in time; their messages return after the visibility timeout");
         }
         running.set(false);
+        reporting.abort();
         tracing::info!(%namespace, %name, "pollers stopped");
         if shutting_down {
             break;
