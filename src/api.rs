@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -36,6 +36,7 @@ pub const DEFAULT_BATCHES_PER_REPLICA: u32 = 10;
     doc = "Polls an SQS queue, Kinesis stream or DynamoDB stream and calls an HTTP target synchronously with batches of records, like an AWS Lambda event source mapping.",
     printcolumn(name = "Source", type_ = "string", json_path = ".status.sourceKind"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Concurrency", type_ = "integer", json_path = ".status.scaling.concurrency"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastProcessingResult"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -443,11 +444,73 @@ pub struct EventSourceMappingStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// How the controller sized the pollers, and from which signals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingStatus>,
     /// Ready (from the controller) and source checks such as QueueVisibilityTimeout (from the
     /// pollers). A map keyed by type, so each writer owns its own conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The controller's scaling decision (SPEC §8) and what it remembers between evaluations, so
+/// that a restarted controller continues where it was.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingStatus {
+    /// Concurrent batches the mapping runs, across all its replicas.
+    pub concurrency: u32,
+    /// Poller replicas that concurrency needs (0 while disabled).
+    pub desired_replicas: i32,
+    /// What the source looked like at the last evaluation.
+    #[serde(default)]
+    pub signals: ScalingSignals,
+    /// When the concurrency last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Why the concurrency last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_reason: Option<String>,
+    /// Standard queues, while messages wait: the time up to which the ramp has added
+    /// concurrency; growth since then is still owed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_time: Option<MicroTime>,
+    /// Since when the source has needed less than `concurrency`; after the scale-down window
+    /// the concurrency drops to `scaleDownTo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_since: Option<Time>,
+    /// The most the source needed since `scaleDownSince`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_to: Option<u32>,
+    /// Why the signals could not be read at the last evaluation (the previous decision stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_error: Option<String>,
+}
+
+/// The source signals a scaling decision used; each source fills its own.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingSignals {
+    /// Streams: open shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_shards: Option<u32>,
+    /// Streams: shards that can be read now (not read to their end, parents done), closed
+    /// parents still draining included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readable_shards: Option<u32>,
+    /// FIFO queues: message groups the pollers saw messages of in the last minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_message_groups: Option<u32>,
+    /// Queues: ApproximateNumberOfMessages (waiting to be received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_messages: Option<u64>,
+    /// Queues: ApproximateNumberOfMessagesNotVisible (received, not yet deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight_messages: Option<u64>,
+    /// Queues: receive loops of all pollers that sent a batch in the last minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_batches: Option<u32>,
 }
 
 impl EventSourceMappingSpec {

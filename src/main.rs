@@ -1,8 +1,11 @@
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use esm_operator::admin::{self, Readiness};
-use esm_operator::controller::{self, ControllerConfig, PollerConfig, PollerPlacement};
+use esm_operator::controller::{
+    self, ControllerConfig, PollerConfig, PollerPlacement, ScalingSettings,
+};
 use esm_operator::metrics::ControllerMetrics;
 use esm_operator::poller;
 use esm_operator::telemetry::{self, LogFormat};
@@ -92,6 +95,26 @@ struct ControllerArgs {
     /// Watch mappings of this namespace only (default: all namespaces).
     #[arg(long, env = "ESM_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// Standard queues: concurrent batches of a new mapping, and the least while enabled.
+    #[arg(long, env = "ESM_SCALING_INITIAL_CONCURRENCY", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    scaling_initial_concurrency: u32,
+    /// Standard queues: most concurrent batches added per minute while messages wait.
+    #[arg(long, env = "ESM_SCALING_RAMP_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    scaling_ramp_per_minute: u32,
+    /// Queues: most concurrent batches of a mapping (scalingConfig.maximumConcurrency may set less).
+    #[arg(long, env = "ESM_SCALING_MAX_CONCURRENCY", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    scaling_max_concurrency: u32,
+    /// Seconds a source must need less before its concurrency drops (for a standard queue: how
+    /// long it stays drained).
+    #[arg(
+        long,
+        env = "ESM_SCALING_SCALE_DOWN_WINDOW_SECONDS",
+        default_value_t = 300
+    )]
+    scaling_scale_down_window_seconds: u64,
+    /// Seconds between two reads of a mapping's scaling signals (queue depth, shards, reports).
+    #[arg(long, env = "ESM_SCALING_INTERVAL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    scaling_interval_seconds: u64,
 }
 
 fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
@@ -148,6 +171,13 @@ async fn main() -> anyhow::Result<()> {
                     PollerMode::InProcess => PollerPlacement::InProcess,
                 },
                 watch_namespace: args.watch_namespace,
+                scaling: ScalingSettings {
+                    initial_concurrency: args.scaling_initial_concurrency,
+                    ramp_per_minute: args.scaling_ramp_per_minute,
+                    max_concurrency: args.scaling_max_concurrency,
+                    scale_down_window: Duration::from_secs(args.scaling_scale_down_window_seconds),
+                    interval: Duration::from_secs(args.scaling_interval_seconds),
+                },
             };
             controller::run(client, config, metrics, readiness, shutdown_signal()).await;
             admin.await??;

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the controller.
 use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::error::Error;
 
@@ -10,6 +10,8 @@ pub struct ControllerMetrics {
     reconciles: IntCounterVec,
     errors: IntCounterVec,
     duration: HistogramVec,
+    concurrency: IntGaugeVec,
+    replicas: IntGaugeVec,
 }
 
 impl ControllerMetrics {
@@ -39,10 +41,28 @@ impl ControllerMetrics {
             &[],
         )
         .expect("valid metric");
+        let concurrency = IntGaugeVec::new(
+            Opts::new(
+                "esm_mapping_desired_concurrency",
+                "Concurrent batches the scaling decided for a mapping",
+            ),
+            &["namespace", "mapping"],
+        )
+        .expect("valid metric");
+        let replicas = IntGaugeVec::new(
+            Opts::new(
+                "esm_mapping_desired_replicas",
+                "Poller replicas the scaling decided for a mapping",
+            ),
+            &["namespace", "mapping"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
+            Box::new(concurrency.clone()),
+            Box::new(replicas.clone()),
         ] {
             registry
                 .register(collector)
@@ -53,7 +73,25 @@ impl ControllerMetrics {
             reconciles,
             errors,
             duration,
+            concurrency,
+            replicas,
         }
+    }
+
+    /// Publishes a mapping's scaling decision.
+    pub fn scaled(&self, namespace: &str, mapping: &str, concurrency: u32, replicas: i32) {
+        self.concurrency
+            .with_label_values(&[namespace, mapping])
+            .set(i64::from(concurrency));
+        self.replicas
+            .with_label_values(&[namespace, mapping])
+            .set(i64::from(replicas));
+    }
+
+    /// Drops the series of a mapping that is going away.
+    pub fn forget(&self, namespace: &str, mapping: &str) {
+        let _ = self.concurrency.remove_label_values(&[namespace, mapping]);
+        let _ = self.replicas.remove_label_values(&[namespace, mapping]);
     }
 
     /// Counts a reconciliation and times it until the returned guard drops.

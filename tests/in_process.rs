@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client as SqsClient;
 use esm_operator::api::{EventSourceMapping, State};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use support::control_plane::ControlPlane;
 use support::controller::RunningController;
@@ -139,6 +140,29 @@ spec:
     assert!(
         message.contains("30s") && message.contains("60s"),
         "{message}"
+    );
+
+    // Scaling: the in-process pollers start at the initial concurrency of a standard queue
+    // (and grew while the 20 messages waited), and report their activity in a Lease for the
+    // controller to read.
+    let scaling = enabled.status.as_ref().unwrap().scaling.clone().unwrap();
+    assert!(scaling.concurrency >= 5, "{scaling:?}");
+    let report = wait::until("the pollers' activity report", TIMEOUT, || async {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+        let selector = "esm.dev/mapping=orders,esm.dev/lease=poller";
+        let list = leases
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap();
+        list.items.into_iter().next()
+    })
+    .await;
+    assert!(
+        report
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("esm.dev/busy-batches")
     );
 
     // Disable: nothing more is delivered, the messages wait in the queue.

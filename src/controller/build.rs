@@ -14,7 +14,6 @@ use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::scaling;
 use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, EventSourceMapping};
 use crate::telemetry::LogFormat;
 
@@ -69,7 +68,8 @@ pub fn labels(mapping: &str) -> BTreeMap<String, String> {
     ])
 }
 
-pub fn build(mapping: &EventSourceMapping, config: &PollerConfig) -> Children {
+/// The children of `mapping`, its Deployment at `replicas` (from [`super::scaling`]).
+pub fn build(mapping: &EventSourceMapping, config: &PollerConfig, replicas: i32) -> Children {
     let name = mapping.name_any();
     let namespace = mapping.namespace().unwrap_or_default();
     let child = child_name(&name);
@@ -191,7 +191,7 @@ pub fn build(mapping: &EventSourceMapping, config: &PollerConfig) -> Children {
     let deployment = Deployment {
         metadata: meta,
         spec: Some(DeploymentSpec {
-            replicas: Some(scaling::desired_replicas(&mapping.spec)),
+            replicas: Some(replicas),
             selector: LabelSelector {
                 match_labels: Some(selector),
                 ..LabelSelector::default()
@@ -364,7 +364,9 @@ mod tests {
         names.sort();
         assert!(names.len() >= 4);
         for name in names {
-            let actual = serde_yaml::to_string(&build(&fixture(&name), &config())).unwrap();
+            let mapping = fixture(&name);
+            let replicas = i32::from(mapping.spec.enabled);
+            let actual = serde_yaml::to_string(&build(&mapping, &config(), replicas)).unwrap();
             let golden = fixtures_dir().join("expected").join(format!("{name}.yaml"));
             if std::env::var_os("UPDATE_GOLDEN").is_some() {
                 std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
@@ -380,14 +382,8 @@ mod tests {
     }
 
     #[test]
-    fn disabled_mapping_runs_no_replicas() {
-        let children = build(&fixture("sqs-disabled"), &config());
-        assert_eq!(children.deployment.spec.unwrap().replicas, Some(0));
-    }
-
-    #[test]
     fn own_service_account_is_bound_and_none_is_created() {
-        let children = build(&fixture("dynamodb-own-service-account"), &config());
+        let children = build(&fixture("dynamodb-own-service-account"), &config(), 1);
         assert!(children.service_account.is_none());
         let subjects = children.role_binding.subjects.unwrap();
         assert_eq!(subjects[0].name, "audit-irsa");
@@ -397,7 +393,7 @@ mod tests {
 
     #[test]
     fn pollers_may_read_only_the_named_credentials_secrets() {
-        let rules = build(&fixture("kinesis-full"), &config())
+        let rules = build(&fixture("kinesis-full"), &config(), 1)
             .role
             .rules
             .unwrap();
@@ -415,7 +411,7 @@ mod tests {
             secrets[0].resource_names.as_deref(),
             Some(&["aws-clicks".to_string(), "aws-dlq".to_string()][..])
         );
-        let no_secrets = build(&fixture("sqs-standard"), &config())
+        let no_secrets = build(&fixture("sqs-standard"), &config(), 1)
             .role
             .rules
             .unwrap();
@@ -449,10 +445,10 @@ mod tests {
 
     #[test]
     fn mapping_resources_override_the_operator_default() {
-        let full = poller_container(build(&fixture("kinesis-full"), &config()));
+        let full = poller_container(build(&fixture("kinesis-full"), &config(), 1));
         let limits = full.resources.unwrap().limits.unwrap();
         assert_eq!(limits["memory"].0, "256Mi");
-        let plain = poller_container(build(&fixture("sqs-standard"), &config()));
+        let plain = poller_container(build(&fixture("sqs-standard"), &config(), 1));
         assert_eq!(plain.resources, config().default_resources);
     }
 }

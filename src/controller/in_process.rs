@@ -22,6 +22,8 @@ struct RunningMapping {
     /// A mapping deleted and created again under the same name gets fresh pollers.
     uid: Option<String>,
     handle: PollerHandle,
+    /// The mapping's concurrency: how many receive loops its pollers run.
+    concurrency: watch::Sender<usize>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -34,9 +36,10 @@ impl InProcessPollers {
         }
     }
 
-    /// Makes sure the mapping's pollers run (they follow its spec and `enabled` themselves) and
-    /// says how they look: one ready "replica" while the engine polls.
-    pub fn ensure(&self, mapping: &EventSourceMapping) -> Workload {
+    /// Makes sure the mapping's pollers run (they follow its spec and `enabled` themselves) with
+    /// `concurrency` receive loops, and says how they look: one ready "replica" while the engine
+    /// polls.
+    pub fn ensure(&self, mapping: &EventSourceMapping, concurrency: u32) -> Workload {
         let key = key(
             &mapping.namespace().unwrap_or_default(),
             &mapping.name_any(),
@@ -48,7 +51,15 @@ impl InProcessPollers {
         if let Some(stale) = stale.then(|| running.remove(&key)).flatten() {
             let _ = stale.stop.send(true);
         }
-        let pollers = running.entry(key).or_insert_with(|| self.start(mapping));
+        let concurrency = usize::try_from(concurrency).unwrap_or(usize::MAX);
+        let pollers = running
+            .entry(key)
+            .or_insert_with(|| self.start(mapping, concurrency));
+        pollers.concurrency.send_if_modified(|loops| {
+            let changed = *loops != concurrency;
+            *loops = concurrency;
+            changed
+        });
         let polling = i32::from(pollers.handle.running.get());
         Workload {
             desired: i32::from(mapping.spec.enabled),
@@ -59,8 +70,12 @@ impl InProcessPollers {
         }
     }
 
-    fn start(&self, mapping: &EventSourceMapping) -> RunningMapping {
-        let handle = PollerHandle::default();
+    fn start(&self, mapping: &EventSourceMapping, concurrency: usize) -> RunningMapping {
+        let (concurrency, loops) = watch::channel(concurrency);
+        let handle = PollerHandle {
+            loops: Some(loops),
+            ..PollerHandle::default()
+        };
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run_mapping(
             self.context.clone(),
@@ -72,6 +87,7 @@ impl InProcessPollers {
         RunningMapping {
             uid: mapping.metadata.uid.clone(),
             handle,
+            concurrency,
             stop,
             task,
         }

@@ -3,6 +3,7 @@ pub mod build;
 mod in_process;
 mod reconcile;
 pub mod scaling;
+pub mod signals;
 pub mod status;
 pub mod validate;
 
@@ -24,6 +25,8 @@ use kube::{Client, ResourceExt};
 pub use self::build::PollerConfig;
 use self::in_process::InProcessPollers;
 pub use self::reconcile::FIELD_MANAGER;
+pub use self::scaling::ScalingSettings;
+use self::signals::{SignalCache, SignalReader, SourceSignals};
 use crate::admin::Readiness;
 use crate::api::EventSourceMapping;
 use crate::error::Error;
@@ -52,6 +55,7 @@ pub struct ControllerConfig {
     pub pollers: PollerPlacement,
     /// Watch only this namespace instead of the whole cluster.
     pub watch_namespace: Option<String>,
+    pub scaling: ScalingSettings,
 }
 
 /// The pollers as the reconciler drives them.
@@ -66,12 +70,20 @@ pub struct Context {
     pollers: Pollers,
     pub metrics: ControllerMetrics,
     recorder: Recorder,
+    scaling: ScalingSettings,
+    signals: SignalCache,
     /// Consecutive failures per object, for per-object exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    fn new(client: Client, pollers: Pollers, metrics: ControllerMetrics) -> Self {
+    fn new(
+        client: Client,
+        pollers: Pollers,
+        metrics: ControllerMetrics,
+        scaling: ScalingSettings,
+        signals: Box<dyn SignalReader>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -81,6 +93,8 @@ impl Context {
             client,
             pollers,
             metrics,
+            signals: SignalCache::new(signals, scaling.interval),
+            scaling,
             failures: Mutex::default(),
         }
     }
@@ -177,7 +191,16 @@ pub async fn run(
         }
     };
     readiness.set(true);
-    let ctx = Arc::new(Context::new(client, pollers, metrics));
+    let signals = Box::new(SourceSignals {
+        client: client.clone(),
+    });
+    let ctx = Arc::new(Context::new(
+        client,
+        pollers,
+        metrics,
+        config.scaling,
+        signals,
+    ));
     // Children carry the mapping label; watching only those keeps the cache small.
     let children =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::build::{self, Children};
+use super::scaling::{self, Decision, Step};
 use super::status::{self, NextStatus, Observation, Workload};
 use super::validate::{self, InvalidSpec};
 use super::{Context, Pollers};
@@ -36,25 +37,91 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
     };
     let now = now();
     let validation = validate::validate(&mapping, now);
-    let observation = match (&validation, mapping.meta().deletion_timestamp.is_some()) {
-        (_, true) => Observation::Deleting,
+    let deleting = mapping.meta().deletion_timestamp.is_some();
+    let mut decision = None;
+    let observation = match (&validation, deleting) {
+        (_, true) => {
+            ctx.metrics.forget(&namespace, &mapping.name_any());
+            Observation::Deleting
+        }
         (Err(invalid), false) => Observation::Invalid(invalid),
-        (Ok(()), false) => match &ctx.pollers {
-            Pollers::Deployments(config) => {
-                let children = build::build(&mapping, config);
-                let deployment = apply_children(&mapping, &children, &ctx).await?;
-                Observation::Running(observe(&deployment))
-            }
-            Pollers::InProcess(pollers) => Observation::Running(pollers.ensure(&mapping)),
-        },
+        (Ok(()), false) => {
+            let decided = scale(&mapping, &ctx, now).await;
+            let workload = match &ctx.pollers {
+                Pollers::Deployments(config) => {
+                    let children = build::build(&mapping, config, decided.replicas());
+                    observe(&apply_children(&mapping, &children, &ctx).await?)
+                }
+                Pollers::InProcess(pollers) => pollers.ensure(&mapping, decided.concurrency()),
+            };
+            decision = Some(decided);
+            Observation::Running(workload)
+        }
     };
     // In-process pollers report no watch events: look again soon while they start or stop.
     let settling = matches!(&ctx.pollers, Pollers::InProcess(_))
         && matches!(observation, Observation::Running(w) if !w.settled());
-    let next = status::next_status(&mapping, observation, now);
+    let mut next = status::next_status(&mapping, observation, now);
+    if let Some(decision) = &decision {
+        next.owned.scaling = Some(decision.status.clone());
+    }
     update_status(&mapping, next, &ctx).await?;
+    if let Some(decision) = decision {
+        ctx.metrics.scaled(
+            &namespace,
+            &mapping.name_any(),
+            decision.concurrency(),
+            decision.replicas(),
+        );
+        if let Some(step) = &decision.step {
+            publish_step(&mapping, step, decision.replicas(), &ctx).await;
+        }
+    }
     ctx.succeeded(&mapping);
-    Ok(Action::requeue(if settling { SETTLE_POLL } else { RESYNC }))
+    let next_look = if settling {
+        SETTLE_POLL
+    } else if validation.is_ok() && mapping.spec.enabled && !deleting {
+        ctx.scaling.interval
+    } else {
+        RESYNC
+    };
+    Ok(Action::requeue(next_look))
+}
+
+/// The scaling decision from the source's signals (read at most once per interval) and the
+/// previous decision in status.
+async fn scale(mapping: &EventSourceMapping, ctx: &Context, now: Timestamp) -> Decision {
+    let previous = mapping.status.as_ref().and_then(|s| s.scaling.as_ref());
+    if !mapping.spec.enabled {
+        return scaling::decide(&mapping.spec, Err("disabled"), previous, now, &ctx.scaling);
+    }
+    let signals = ctx.signals.get(mapping).await;
+    if let Err(error) = &signals {
+        tracing::debug!(mapping = %mapping.name_any(), %error, "cannot read scaling signals");
+    }
+    let observed = signals.as_ref().map_err(String::as_str);
+    scaling::decide(&mapping.spec, observed, previous, now, &ctx.scaling)
+}
+
+/// An event for each change of concurrency; a repeated step counts up its series.
+async fn publish_step(mapping: &EventSourceMapping, step: &Step, replicas: i32, ctx: &Context) {
+    let event = Event {
+        type_: EventType::Normal,
+        reason: if step.to > step.from {
+            "ScaledUp".into()
+        } else {
+            "ScaledDown".into()
+        },
+        note: Some(format!(
+            "concurrency {} -> {} ({replicas} replicas): {}",
+            step.from, step.to, step.reason
+        )),
+        // The recorder folds events of one action and reason into a series that keeps the first
+        // note: naming the step in the action keeps every step visible.
+        action: format!("Scale{}To{}", step.from, step.to),
+        secondary: None,
+    };
+    ctx.publish(&event, &mapping.object_ref(&())).await;
 }
 
 /// Whole seconds: the API server stores condition times at that precision, so a status computed

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod lanes;
 pub mod metrics;
 pub mod queue;
+pub mod report;
 pub mod retry;
 pub mod status;
 pub mod stream;
@@ -111,6 +112,9 @@ pub struct PollerHandle {
     /// True while the engine is set up and polling: the pod's readiness, and what the
     /// in-process controller reports as a ready replica.
     pub running: Readiness,
+    /// In-process: the receive loops to run, the mapping's whole concurrency as the controller
+    /// decides it. `None`: a replica of a Deployment, running `poller.batchesPerReplica`.
+    pub loops: Option<watch::Receiver<usize>>,
 }
 
 /// Runs the pollers of mapping `namespace/name` until `shutdown` turns true (or its sender is
@@ -125,7 +129,11 @@ pub async fn run_mapping(
     handle: PollerHandle,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let PollerHandle { activity, running } = handle;
+    let PollerHandle {
+        activity,
+        running,
+        loops,
+    } = handle;
     let api: Api<EventSourceMapping> = Api::namespaced(context.client.clone(), &namespace);
     let metrics = context.metrics.mapping(&namespace, &name);
     let results = ProcessingResults::default();
@@ -173,7 +181,18 @@ pub async fn run_mapping(
                 .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
         )) + STOP_MARGIN;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut run = pin!(engine.run(stop_rx));
+        // Queue pollers report their activity for scaling; stream replicas announce themselves
+        // through the presence Lease their lease balancing keeps (same name: one or the other).
+        let reporting = matches!(engine, Engine::Queue(_)).then(|| {
+            tokio::spawn(report::report_activity(
+                current.clone(),
+                Api::namespaced(context.client.clone(), &namespace),
+                context.holder.clone(),
+                activity.clone(),
+                stop_rx.clone(),
+            ))
+        });
+        let mut run = pin!(engine.run(stop_rx, loops.clone()));
         let shutting_down = tokio::select! {
             _ = &mut run => false,
             _ = shutdown.wait_for(|s| *s) => true,
@@ -184,6 +203,9 @@ pub async fn run_mapping(
             tracing::warn!(%namespace, %name, ?grace, "in-flight batches did not finish in time; their messages return after the visibility timeout");
         }
         running.set(false);
+        if let Some(reporting) = reporting {
+            reporting.abort();
+        }
         tracing::info!(%namespace, %name, "pollers stopped");
         if shutting_down {
             break;
@@ -203,9 +225,14 @@ enum Engine {
 }
 
 impl Engine {
-    async fn run(self, stop: watch::Receiver<bool>) {
+    /// Runs until `stop`. A queue engine runs `loops` receive loops when the in-process
+    /// controller sizes it, else its own `batchesPerReplica`.
+    async fn run(self, stop: watch::Receiver<bool>, loops: Option<watch::Receiver<usize>>) {
         match self {
-            Engine::Queue(poller) => poller.run(stop).await,
+            Engine::Queue(poller) => {
+                let loops = loops.unwrap_or_else(|| watch::channel(poller.settings.loops).1);
+                poller.run_with_loops(stop, loops).await
+            }
             Engine::Kinesis(poller) => poller.run(stop).await,
             Engine::DynamoDb(poller) => poller.run(stop).await,
         }

@@ -164,22 +164,52 @@ pub struct QueuePoller<Q, T> {
 }
 
 impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
-    /// Runs the receive loops until `stop` turns true (or its sender goes away). Then each loop
-    /// stops receiving, finishes the batch it is calling the target with, and hands messages
-    /// gathered but not sent back to the queue. The caller bounds how long that may take by
-    /// dropping this future (aborting the loops).
+    /// Runs `settings.loops` receive loops until `stop` turns true (or its sender goes away).
+    /// Then each loop stops receiving, finishes the batch it is calling the target with, and
+    /// hands messages gathered but not sent back to the queue. The caller bounds how long that
+    /// may take by dropping this future (aborting the loops).
     pub async fn run(self, stop: watch::Receiver<bool>) {
+        let (_fixed, loops) = watch::channel(self.settings.loops);
+        self.run_with_loops(stop, loops).await;
+    }
+
+    /// [`Self::run`] with as many loops as `loops` says (at least one), following its changes:
+    /// loops above a lowered count finish their batch and end, a raised count starts new ones.
+    pub async fn run_with_loops(
+        self,
+        stop: watch::Receiver<bool>,
+        mut loops: watch::Receiver<usize>,
+    ) {
         let poller = Arc::new(self);
-        let mut loops = JoinSet::new();
-        for index in 0..poller.settings.loops {
-            loops.spawn(poller.clone().receive_loop(index, stop.clone()));
-        }
-        while let Some(result) = loops.join_next().await {
-            if let Err(err) = result
-                && err.is_panic()
-            {
-                tracing::error!(error = %err, "a receive loop panicked");
-                poller.results.problem(format!("internal error: {err}"));
+        let mut tasks = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let mut resizable = true;
+        loop {
+            if !*stop.borrow() {
+                let target = (*loops.borrow_and_update()).max(1);
+                let alive: HashSet<usize> = running.values().copied().collect();
+                for index in (0..target).filter(|index| !alive.contains(index)) {
+                    let task = poller
+                        .clone()
+                        .receive_loop(index, stop.clone(), loops.clone());
+                    running.insert(tasks.spawn(task).id(), index);
+                }
+            }
+            tokio::select! {
+                changed = loops.changed(), if resizable => resizable = changed.is_ok(),
+                joined = tasks.join_next_with_id() => match joined {
+                    None => break,
+                    Some(Ok((id, ()))) => {
+                        running.remove(&id);
+                    }
+                    Some(Err(err)) => {
+                        running.remove(&err.id());
+                        if err.is_panic() {
+                            tracing::error!(error = %err, "a receive loop panicked");
+                            poller.results.problem(format!("internal error: {err}"));
+                        }
+                    }
+                },
             }
         }
     }
@@ -188,15 +218,22 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
         BatchLimits::new(self.settings.batch_size, self.settings.window)
     }
 
-    async fn receive_loop(self: Arc<Self>, index: usize, mut stop: watch::Receiver<bool>) {
+    /// Loop `index` runs until `stop`, or until `loops` drops to `index` or below.
+    async fn receive_loop(
+        self: Arc<Self>,
+        index: usize,
+        mut stop: watch::Receiver<bool>,
+        mut loops: watch::Receiver<usize>,
+    ) {
         let mut batcher = Batcher::new(self.limits());
         let mut receive_failures = 0u32;
         loop {
-            if *stop.borrow() {
+            if *stop.borrow() || *loops.borrow() <= index {
                 break;
             }
             let filled = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
+                _ = retired(&mut loops, index) => break,
                 filled = fill(&mut batcher, MAX_WAIT, |max, wait| self.receive(max, wait)) => filled,
             };
             for oversized in batcher.take_oversized() {
@@ -395,6 +432,13 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
                 }
             }
         }
+    }
+}
+
+/// Resolves once `loops` drops to `index` or below; never when its sender is gone.
+async fn retired(loops: &mut watch::Receiver<usize>, index: usize) {
+    if loops.wait_for(|count| *count <= index).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -2,7 +2,9 @@
 use std::time::Duration;
 
 use esm_operator::admin::Readiness;
-use esm_operator::controller::{self, ControllerConfig, PollerConfig, PollerPlacement};
+use esm_operator::controller::{
+    self, ControllerConfig, PollerConfig, PollerPlacement, ScalingSettings,
+};
 use esm_operator::metrics::ControllerMetrics;
 use esm_operator::telemetry::LogFormat;
 use kube::Client;
@@ -18,6 +20,11 @@ pub struct RunningController {
 impl RunningController {
     /// Starts a controller (Deployment pollers) with `client`, watching `namespace` only.
     pub fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_scaling(client, namespace, ScalingSettings::default())
+    }
+
+    /// [`Self::start`] with other scaling settings.
+    pub fn start_scaling(client: &Client, namespace: &str, scaling: ScalingSettings) -> Self {
         Self::start_with(
             client,
             namespace,
@@ -27,19 +34,31 @@ impl RunningController {
                 default_resources: None,
                 log_format: LogFormat::Json,
             }),
+            scaling,
         )
     }
 
     /// Starts a controller that runs the pollers itself.
     pub fn start_in_process(client: &Client, namespace: &str) -> Self {
-        Self::start_with(client, namespace, PollerPlacement::InProcess)
+        Self::start_with(
+            client,
+            namespace,
+            PollerPlacement::InProcess,
+            ScalingSettings::default(),
+        )
     }
 
-    fn start_with(client: &Client, namespace: &str, pollers: PollerPlacement) -> Self {
+    fn start_with(
+        client: &Client,
+        namespace: &str,
+        pollers: PollerPlacement,
+        scaling: ScalingSettings,
+    ) -> Self {
         let metrics = ControllerMetrics::new();
         let config = ControllerConfig {
             pollers,
             watch_namespace: Some(namespace.into()),
+            scaling,
         };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(controller::run(

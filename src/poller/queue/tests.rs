@@ -502,3 +502,65 @@ fn receive_backoff_doubles_to_a_cap() {
     assert_eq!(receive_backoff(3), Duration::from_secs(4));
     assert_eq!(receive_backoff(100), RECEIVE_BACKOFF_MAX);
 }
+
+/// A target that takes a second per call and remembers the most calls it had at once.
+#[derive(Clone, Default)]
+struct SlowTarget(Arc<Mutex<(usize, usize)>>);
+
+impl SlowTarget {
+    /// The most calls at once since the last look.
+    fn take_most(&self) -> usize {
+        let mut calls = self.0.lock().unwrap();
+        let now = calls.0;
+        std::mem::replace(&mut calls.1, now)
+    }
+}
+
+impl Invoke for SlowTarget {
+    async fn invoke(&self, _payload: Vec<u8>) -> Result<TargetResponse, CallError> {
+        {
+            let mut calls = self.0.lock().unwrap();
+            calls.0 += 1;
+            calls.1 = calls.1.max(calls.0);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.0.lock().unwrap().0 -= 1;
+        Ok(response(200, ""))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn receive_loops_follow_a_changed_count() {
+    let queue = FakeQueue::with((0..1000).map(|i| record(&format!("m{i}"), "{}", None)));
+    let target = SlowTarget::default();
+    let poller = QueuePoller {
+        queue: queue.clone(),
+        target: target.clone(),
+        filters: FilterSet::default(),
+        settings: settings(1, 2),
+        metrics: MappingMetrics::detached(),
+        results: ProcessingResults::default(),
+        activity: Activity::default(),
+    };
+    let (loops, loops_rx) = watch::channel(2);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(poller.run_with_loops(stop_rx, loops_rx));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(target.take_most(), 2);
+
+    loops.send(5).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(target.take_most(), 5, "three loops started");
+
+    loops.send(1).unwrap();
+    // Retiring loops finish the batch they are sending first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    target.take_most();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(target.take_most(), 1, "four loops ended");
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let state = queue.state();
+    assert!(state.released.is_empty() && state.in_flight.len() == state.deleted.len());
+}
