@@ -426,6 +426,16 @@ async fn kinesis_every_record_in_key_order(factor: u32) {
         let record = &call.event.records[0];
         assert_eq!(record.event_source.as_deref(), Some("aws:kinesis"));
         assert_eq!(record.aws_region.as_deref(), Some("us-east-1"));
+        assert_eq!(
+            record.invoke_identity_arn.as_deref(),
+            Some(
+                format!(
+                    "esm.dev/namespaces/{}/eventsourcemappings/orders",
+                    fixture.ns()
+                )
+                .as_str()
+            )
+        );
         let shard = record
             .event_id
             .as_deref()
