@@ -816,7 +816,7 @@ async fn kinesis_poison_record_alone_goes_to_an_sqs_destination() {
         )
         .await;
     let poller = fixture.start("orders", "replica-a");
-    let shard = fixture_shard(&stream).await;
+    let shard = only_shard(&stream).await;
     fixture
         .wait_for_checkpoints(
             "orders",
@@ -877,7 +877,7 @@ async fn kinesis_poison_record_alone_goes_to_an_sqs_destination() {
     poller.stop().await;
 }
 
-async fn fixture_shard(stream: &TestStream) -> String {
+async fn only_shard(stream: &TestStream) -> String {
     stream.shards().await[0].shard_id.clone()
 }
 
@@ -919,7 +919,7 @@ async fn kinesis_poison_record_holds_the_shard_by_default() {
     for call in target.calls().iter().filter(|call| poisoned(&call.event)) {
         assert_eq!(call.event.records.len(), 10, "the whole batch is retried");
     }
-    let shard = fixture_shard(&stream).await;
+    let shard = only_shard(&stream).await;
     fixture
         .wait_for_checkpoints("orders", &BTreeMap::from([(shard, sequences[19].clone())]))
         .await;
