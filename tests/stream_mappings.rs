@@ -425,6 +425,16 @@ async fn kinesis_every_record_in_key_order(factor: u32) {
         let record = &call.event.records[0];
         assert_eq!(record.event_source.as_deref(), Some("aws:kinesis"));
         assert_eq!(record.aws_region.as_deref(), Some("us-east-1"));
+        assert_eq!(
+            record.invoke_identity_arn.as_deref(),
+            Some(
+                format!(
+                    "esm.dev/namespaces/{}/eventsourcemappings/orders",
+                    fixture.ns()
+                )
+                .as_str()
+            )
+        );
         let shard = record
             .event_id
             .as_deref()
@@ -805,7 +815,7 @@ async fn kinesis_poison_record_alone_goes_to_an_sqs_destination() {
         )
         .await;
     let poller = fixture.start("orders", "replica-a");
-    let shard = fixture_shard(&stream).await;
+    let shard = only_shard(&stream).await;
     fixture
         .wait_for_checkpoints(
             "orders",
@@ -866,7 +876,7 @@ async fn kinesis_poison_record_alone_goes_to_an_sqs_destination() {
     poller.stop().await;
 }
 
-async fn fixture_shard(stream: &TestStream) -> String {
+async fn only_shard(stream: &TestStream) -> String {
     stream.shards().await[0].shard_id.clone()
 }
 
@@ -908,7 +918,7 @@ async fn kinesis_poison_record_holds_the_shard_by_default() {
     for call in target.calls().iter().filter(|call| poisoned(&call.event)) {
         assert_eq!(call.event.records.len(), 10, "the whole batch is retried");
     }
-    let shard = fixture_shard(&stream).await;
+    let shard = only_shard(&stream).await;
     fixture
         .wait_for_checkpoints("orders", &BTreeMap::from([(shard, sequences[19].clone())]))
         .await;

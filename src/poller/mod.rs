@@ -302,7 +302,8 @@ async fn setup(
         settings: StreamSettings::from_spec(spec, context.lease_duration),
         metrics: metrics.clone(),
         results: results.clone(),
-        mapping: format!("{namespace}/{name}"),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
         kind,
     };
     if let Some(kinesis) = &spec.source.kinesis {
@@ -330,7 +331,8 @@ struct StreamParts {
     settings: StreamSettings,
     metrics: MappingMetrics,
     results: ProcessingResults,
-    mapping: String,
+    namespace: String,
+    name: String,
     kind: SourceKind,
 }
 
@@ -349,13 +351,11 @@ impl StreamParts {
             .list_shards()
             .await
             .map_err(|error| SetupError::Stream { field, error })?;
+        let (namespace, name) = (&self.namespace, &self.name);
         let identity = StreamIdentity {
-            invoke_identity: format!(
-                "esm.dev/namespaces/{}",
-                self.mapping.replacen('/', "/eventsourcemappings/", 1)
-            )
-            .into(),
-            mapping: self.mapping,
+            invoke_identity: format!("esm.dev/namespaces/{namespace}/eventsourcemappings/{name}")
+                .into(),
+            mapping: format!("{namespace}/{name}"),
             target_url: self.target.url().to_owned(),
             stream_arn,
             kind: self.kind,
