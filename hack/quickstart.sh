@@ -20,7 +20,7 @@ esac
 
 export ESM_CACHE_DIR=${ESM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/esm-operator}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ESM_CACHE_DIR/target}
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/esm-quickstart.XXXXXX")
 NS=quickstart
 started=$SECONDS

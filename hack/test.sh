@@ -16,6 +16,8 @@ export ESM_CACHE_DIR=${ESM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/esm-operat
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ESM_CACHE_DIR/target}
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
 export AWS_REGION=${AWS_REGION:-us-east-1}
+# Never ask the EC2 instance metadata service for credentials: tests only talk to loopback.
+export AWS_EC2_METADATA_DISABLED=true
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 started=$SECONDS
