@@ -187,7 +187,8 @@ echo
 kubectl get esm -n "$NS"
 echo
 note "metrics (http://127.0.0.1:$ADMIN_PORT/metrics):"
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^esm_poller_[a-z_]*(records|invocations)[a-z_]*_total' | sed 's/^/      /' | head -20
+metrics=$(curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics")
+grep -E '^esm_(poller_records_(polled|invoked|deleted)_total|mapping_desired_concurrency)' <<<"$metrics" | sed 's/^/      /' || true
 
 if [[ -n $KEEP_RUNNING ]]; then
   bold "still running; explore with:"
