@@ -194,7 +194,8 @@ if [[ -n $KEEP_RUNNING ]]; then
   bold "still running; explore with:"
   note "export KUBECONFIG=$KUBECONFIG PATH=$KUBEBUILDER_ASSETS:\$PATH"
   note "kubectl get esm -n $NS; kubectl describe esm orders -n $NS"
-  note "put more records: QUICKSTART_SQS_URL=$QUICKSTART_SQS_URL ... $PYTHON hack/quickstart/seed.py put"
+  export -p | grep -E ' (KUBECONFIG|ESM_[A-Z]+_ENDPOINT|QUICKSTART_[A-Z_]+)=' >"$STATE/env"
+  note "put more records: (source $STATE/env && $PYTHON hack/quickstart/seed.py put)"
   note "logs: $STATE/*.log     Ctrl-C stops everything"
   while :; do sleep 3600; done
 fi
