@@ -1,5 +1,5 @@
 //! Shard leases in memory, with the Kubernetes store's rules (versions, holders, expiry), for
-//! unit tests of balancing and of the stream engine.
+//! unit tests of balancing and of the stream engine, and for the engine benchmark.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +14,7 @@ use crate::sources::sharded::Shard;
 
 /// The leases of one mapping, shared by the stores of several replicas.
 #[derive(Default)]
-pub(crate) struct MemoryLeases {
+pub struct MemoryLeases {
     state: Mutex<State>,
 }
 
@@ -33,14 +33,14 @@ impl State {
 }
 
 /// One replica's view of [`MemoryLeases`].
-pub(crate) struct MemoryLeaseStore {
+pub struct MemoryLeaseStore {
     leases: Arc<MemoryLeases>,
     holder: String,
     duration: Duration,
 }
 
 impl MemoryLeases {
-    pub(crate) fn store(self: &Arc<Self>, holder: &str, duration: Duration) -> MemoryLeaseStore {
+    pub fn store(self: &Arc<Self>, holder: &str, duration: Duration) -> MemoryLeaseStore {
         MemoryLeaseStore {
             leases: Arc::clone(self),
             holder: holder.into(),
@@ -55,7 +55,7 @@ impl MemoryLeases {
     }
 
     /// The lease of `shard_id` as stored now.
-    pub(crate) fn lease(&self, shard_id: &str) -> Option<ShardLease> {
+    pub fn lease(&self, shard_id: &str) -> Option<ShardLease> {
         self.state().shards.get(shard_id).cloned()
     }
 }
