@@ -229,6 +229,39 @@ impl Operator {
     fn usage(&self) -> Usage {
         Usage::of(self.child.id())
     }
+
+    /// Records and batches sent so far, from the poller metrics.
+    async fn batches(&self) -> Batches {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics text");
+        let total = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Batches {
+            records: total("esm_poller_batch_size_records_sum"),
+            batches: total("esm_poller_batch_size_records_count"),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Batches {
+    records: f64,
+    batches: f64,
+}
+
+impl Batches {
+    /// Mean records per batch since `earlier`.
+    fn mean_since(self, earlier: Batches) -> f64 {
+        (self.records - earlier.records) / (self.batches - earlier.batches).max(1.0)
+    }
 }
 
 impl Drop for Operator {
@@ -454,9 +487,13 @@ async fn sqs_end_to_end(bench: &Bench, report: &mut Report, emulator: &str) {
     .await;
     bench.sink.wait_for(50, READY_TIMEOUT).await;
     bench.sink.take_latencies();
-    let messages = env_or("BENCH_SQS_MESSAGES", 1500);
+    let messages = env_or(
+        &format!("BENCH_SQS_MESSAGES_{}", emulator.to_uppercase()),
+        if emulator == "moto" { 1500 } else { 10_000 },
+    );
     let base = bench.sink.delivered();
     let before = poller.usage();
+    let batches = poller.batches().await;
     let start = Instant::now();
     send_sqs(
         &sqs,
@@ -472,7 +509,14 @@ async fn sqs_end_to_end(bench: &Bench, report: &mut Report, emulator: &str) {
     let latencies = bench.sink.take_latencies();
     let scenario = &format!("SQS ({emulator}), batch 10, 1 poller");
     let cpu = after.cpu_seconds - before.cpu_seconds;
-    report.row(scenario, "messages", messages.to_string());
+    report.row(
+        scenario,
+        "messages, mean batch",
+        format!(
+            "{messages}, {:.1}",
+            poller.batches().await.mean_since(batches)
+        ),
+    );
     report.row(
         scenario,
         "delivered/s",
@@ -578,6 +622,7 @@ async fn kinesis_end_to_end(bench: &Bench, report: &mut Report, shards: i32) {
     let records = env_or("BENCH_KINESIS_RECORDS", 20_000);
     let rate = env_or("BENCH_KINESIS_RATE", 2000);
     let base = bench.sink.delivered();
+    let batches = poller.batches().await;
     let start = Instant::now();
     put_kinesis(&client, &stream, records, rate).await;
     bench.sink.wait_for(base + records, READY_TIMEOUT).await;
@@ -587,8 +632,12 @@ async fn kinesis_end_to_end(bench: &Bench, report: &mut Report, shards: i32) {
     let cpu = loaded.cpu_seconds - idle.cpu_seconds;
     report.row(
         &scenario,
-        "records, put rate, delivered/s",
-        format!("{records}, {rate}/s, {:.0}/s", records as f64 / elapsed),
+        "records, put rate, delivered/s, mean batch",
+        format!(
+            "{records}, {rate}/s, {:.0}/s, {:.1}",
+            records as f64 / elapsed,
+            poller.batches().await.mean_since(batches)
+        ),
     );
     report.row(
         &scenario,

@@ -23,6 +23,8 @@ struct State {
     last_version: u64,
     shards: BTreeMap<String, ShardLease>,
     presences: BTreeMap<String, Presence>,
+    /// Checkpoints written, over all shards.
+    checkpoint_writes: usize,
 }
 
 impl State {
@@ -52,6 +54,11 @@ impl MemoryLeases {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Checkpoints written so far, over all shards.
+    pub fn checkpoint_writes(&self) -> usize {
+        self.state().checkpoint_writes
     }
 
     /// The lease of `shard_id` as stored now.
@@ -164,10 +171,12 @@ impl ShardLeaseStore for MemoryLeaseStore {
         checkpoint: &Checkpoint,
         now: Timestamp,
     ) -> Result<ShardLease, LeaseError> {
-        self.write_held(shard_id, |lease| {
+        let lease = self.write_held(shard_id, |lease| {
             lease.checkpoint = Some(checkpoint.clone());
             lease.renew_time = Some(now);
-        })
+        })?;
+        self.leases.state().checkpoint_writes += 1;
+        Ok(lease)
     }
 
     async fn release(&self, shard_id: &str) -> Result<(), LeaseError> {
