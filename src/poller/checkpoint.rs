@@ -425,8 +425,7 @@ pub fn presence_lease_name(mapping: &str, holder: &str) -> String {
 }
 
 mod kube_store;
-#[cfg(test)]
-pub(crate) mod memory;
+pub mod memory;
 
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,10 @@ const RETRY_BACKOFF: Duration = Duration::from_secs(1);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How long an empty lane waits for records before looking again.
 const LANE_IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Least time between two checkpoint writes of a shard while it runs: batches finishing within
+/// it share one Lease write (a write per batch cost more CPU than the batch itself, and loads
+/// the API server with every shard). Stopping a shard still writes its last checkpoint.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How a mapping's stream is read and its batches handled.
 #[derive(Clone, Debug, PartialEq)]
@@ -410,7 +414,10 @@ where
                 std::future::pending::<()>().await;
             }
             match self.write_checkpoint(shard).await {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    failures = 0;
+                    tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+                }
                 Err(LeaseError::Lost { .. }) => {
                     tracing::warn!(shard = %shard.origin.shard_id, "shard lease lost while checkpointing; shard stopped");
                     return ShardExit::Lost;

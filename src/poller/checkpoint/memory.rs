@@ -1,5 +1,5 @@
 //! Shard leases in memory, with the Kubernetes store's rules (versions, holders, expiry), for
-//! unit tests of balancing and of the stream engine.
+//! unit tests of balancing and of the stream engine, and for the engine benchmark.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,7 +14,7 @@ use crate::sources::sharded::Shard;
 
 /// The leases of one mapping, shared by the stores of several replicas.
 #[derive(Default)]
-pub(crate) struct MemoryLeases {
+pub struct MemoryLeases {
     state: Mutex<State>,
 }
 
@@ -23,6 +23,8 @@ struct State {
     last_version: u64,
     shards: BTreeMap<String, ShardLease>,
     presences: BTreeMap<String, Presence>,
+    /// Checkpoints written, over all shards.
+    checkpoint_writes: usize,
 }
 
 impl State {
@@ -33,14 +35,14 @@ impl State {
 }
 
 /// One replica's view of [`MemoryLeases`].
-pub(crate) struct MemoryLeaseStore {
+pub struct MemoryLeaseStore {
     leases: Arc<MemoryLeases>,
     holder: String,
     duration: Duration,
 }
 
 impl MemoryLeases {
-    pub(crate) fn store(self: &Arc<Self>, holder: &str, duration: Duration) -> MemoryLeaseStore {
+    pub fn store(self: &Arc<Self>, holder: &str, duration: Duration) -> MemoryLeaseStore {
         MemoryLeaseStore {
             leases: Arc::clone(self),
             holder: holder.into(),
@@ -54,8 +56,13 @@ impl MemoryLeases {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Checkpoints written so far, over all shards.
+    pub fn checkpoint_writes(&self) -> usize {
+        self.state().checkpoint_writes
+    }
+
     /// The lease of `shard_id` as stored now.
-    pub(crate) fn lease(&self, shard_id: &str) -> Option<ShardLease> {
+    pub fn lease(&self, shard_id: &str) -> Option<ShardLease> {
         self.state().shards.get(shard_id).cloned()
     }
 }
@@ -164,10 +171,12 @@ impl ShardLeaseStore for MemoryLeaseStore {
         checkpoint: &Checkpoint,
         now: Timestamp,
     ) -> Result<ShardLease, LeaseError> {
-        self.write_held(shard_id, |lease| {
+        let lease = self.write_held(shard_id, |lease| {
             lease.checkpoint = Some(checkpoint.clone());
             lease.renew_time = Some(now);
-        })
+        })?;
+        self.leases.state().checkpoint_writes += 1;
+        Ok(lease)
     }
 
     async fn release(&self, shard_id: &str) -> Result<(), LeaseError> {

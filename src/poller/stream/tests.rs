@@ -634,6 +634,29 @@ async fn filtered_records_are_skipped_and_checkpointed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn checkpoints_of_a_running_shard_are_written_at_most_once_a_second() {
+    let stream = FakeStream::default();
+    stream.add_shard("shard-0", &[], true, FakeStream::records(0, 100, 4));
+    let leases = Arc::new(MemoryLeases::default());
+    let target = FakeTarget::accepting();
+    let mut settings = settings(1);
+    // One record per batch, two per read, a read every 200 ms: 100 batches over ~10 s.
+    settings.batch_size = 1;
+    let running = start(&stream, &leases, &target, None, settings);
+    until("the checkpoint at the last record", || {
+        checkpoint(&leases, "shard-0") == Some(Checkpoint::SequenceNumber("000099".into()))
+    })
+    .await;
+    assert_eq!(target.calls().len(), 100);
+    let writes = leases.checkpoint_writes();
+    assert!(
+        (5..=13).contains(&writes),
+        "100 batches over ~10 s share {writes} checkpoint writes"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restart_resumes_after_the_checkpoint() {
     let stream = FakeStream::default();
     stream.add_shard("shard-0", &[], true, FakeStream::records(0, 30, 2));
