@@ -271,6 +271,16 @@ spec:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The Deployment is applied before the status that explains it is written: wait for that.
+    let at_cap = wait::until("the status at the cap", TIMEOUT, || async {
+        scaling(&mappings, "backlog")
+            .await
+            .filter(|s| s.concurrency == 6)
+    })
+    .await;
+    if seen.last() != Some(&at_cap) {
+        seen.push(at_cap);
+    }
     assert_eq!(replica_steps.first(), Some(&2), "{replica_steps:?}");
     assert!(
         replica_steps.windows(2).all(|w| w[0] < w[1]) && replica_steps.len() >= 3,
