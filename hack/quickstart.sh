@@ -187,13 +187,15 @@ echo
 kubectl get esm -n "$NS"
 echo
 note "metrics (http://127.0.0.1:$ADMIN_PORT/metrics):"
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^esm_poller_[a-z_]*(records|invocations)[a-z_]*_total' | sed 's/^/      /' | head -20
+metrics=$(curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics")
+grep -E '^esm_(poller_records_(polled|invoked|deleted)_total|mapping_desired_concurrency)' <<<"$metrics" | sed 's/^/      /' || true
 
 if [[ -n $KEEP_RUNNING ]]; then
   bold "still running; explore with:"
   note "export KUBECONFIG=$KUBECONFIG PATH=$KUBEBUILDER_ASSETS:\$PATH"
   note "kubectl get esm -n $NS; kubectl describe esm orders -n $NS"
-  note "put more records: QUICKSTART_SQS_URL=$QUICKSTART_SQS_URL ... $PYTHON hack/quickstart/seed.py put"
+  export -p | grep -E ' (KUBECONFIG|ESM_[A-Z]+_ENDPOINT|QUICKSTART_[A-Z_]+)=' >"$STATE/env"
+  note "put more records: (source $STATE/env && $PYTHON hack/quickstart/seed.py put)"
   note "logs: $STATE/*.log     Ctrl-C stops everything"
   while :; do sleep 3600; done
 fi

@@ -135,7 +135,8 @@ pub struct EventSourceMappingSpec {
     pub filter_criteria: Option<FilterCriteria>,
 
     /// Streams: seconds of a tumbling aggregation window carried between invocations of a shard
-    /// (0..900). Default 0: off.
+    /// (0..900). Default 0: off. Not supported yet: a value above 0 is reported as an invalid
+    /// spec rather than silently ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 900))]
     pub tumbling_window_in_seconds: Option<u32>,

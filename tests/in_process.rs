@@ -2,8 +2,6 @@
 //! messages to the target; disabling stops delivery, re-enabling resumes it; status says so.
 mod support;
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client as SqsClient;
@@ -18,22 +16,6 @@ use support::target::TestTarget;
 use support::wait;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn kubectl_apply(plane: &ControlPlane, namespace: &str, manifest: &str) {
-    let mut child = plane
-        .kubectl()
-        .args(["apply", "-n", namespace, "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "kubectl apply failed");
-}
 
 async fn send(sqs: &SqsClient, queue_url: &str, bodies: impl IntoIterator<Item = String>) {
     for body in bodies {
@@ -86,8 +68,7 @@ async fn sqs_mapping_applied_with_kubectl_delivers_and_follows_enabled() {
     send(&sqs, &queue_url, (0..20).map(|i| format!("before-{i:02}"))).await;
 
     let controller = RunningController::start_in_process(&client, &ns.name);
-    kubectl_apply(
-        plane,
+    plane.kubectl_apply(
         &ns.name,
         &format!(
             r#"

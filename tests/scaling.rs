@@ -3,8 +3,6 @@
 //! replicas. No kubelet runs the pollers, so the sources change only as the tests change them.
 mod support;
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client as KinesisClient;
@@ -21,22 +19,6 @@ use support::emulators::{shared, unique_name};
 use support::wait;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn kubectl_apply(plane: &ControlPlane, namespace: &str, manifest: &str) {
-    let mut child = plane
-        .kubectl()
-        .args(["apply", "-n", namespace, "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "kubectl apply failed");
-}
 
 const CREDENTIALS: &str = r#"
 apiVersion: v1
@@ -98,8 +80,7 @@ async fn kinesis_split_from_2_to_3_shards_moves_concurrency_from_4_to_6() {
     wait_active(&kinesis, &stream).await;
 
     let controller = RunningController::start_scaling(&client, &ns.name, fast_settings());
-    kubectl_apply(
-        plane,
+    plane.kubectl_apply(
         &ns.name,
         &format!(
             r#"{CREDENTIALS}
@@ -240,8 +221,7 @@ async fn standard_queue_backlog_ramps_replicas_up_and_drained_queue_scales_down(
 
     let settings = fast_settings();
     let controller = RunningController::start_scaling(&client, &ns.name, settings.clone());
-    kubectl_apply(
-        plane,
+    plane.kubectl_apply(
         &ns.name,
         &format!(
             r#"{CREDENTIALS}

@@ -74,6 +74,12 @@ pub fn validate(mapping: &EventSourceMapping, now: Timestamp) -> Result<(), Inva
             Some(_) => {}
         }
     }
+    if spec.tumbling_window_in_seconds.unwrap_or(0) > 0 {
+        return Err(InvalidSpec::new(
+            "spec.tumblingWindowInSeconds",
+            "tumbling windows are not supported yet; remove the field or set it to 0",
+        ));
+    }
     if let Some(criteria) = &spec.filter_criteria {
         crate::filter::FilterSet::parse_for(
             kind,
@@ -134,6 +140,18 @@ mod tests {
         let err = validate(&mapping, now()).unwrap_err();
         assert_eq!(err.field, "spec.startingPositionTimestamp");
         assert!(err.message.contains("in the future"), "{err}");
+    }
+
+    #[test]
+    fn tumbling_windows_are_refused_not_ignored() {
+        let mut mapping = load("kinesis-full");
+        mapping.spec.tumbling_window_in_seconds = Some(60);
+        assert_eq!(
+            validate(&mapping, now()).unwrap_err().field,
+            "spec.tumblingWindowInSeconds"
+        );
+        mapping.spec.tumbling_window_in_seconds = Some(0);
+        assert!(validate(&mapping, now()).is_ok());
     }
 
     #[test]

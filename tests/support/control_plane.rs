@@ -3,6 +3,7 @@
 //!
 //! One control plane serves every test of a test binary; each test works in its own namespace.
 //! A reaper process stops the control plane when the test binary exits, however it exits.
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -106,6 +107,26 @@ impl ControlPlane {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `kubectl apply -n NAMESPACE -f -` of `manifest`; panics when kubectl fails.
+    pub fn kubectl_apply(&self, namespace: &str, manifest: &str) {
+        let mut child = self
+            .kubectl()
+            .args(["apply", "-n", namespace, "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("kubectl stdin")
+            .write_all(manifest.as_bytes())
+            .expect("write the manifest");
+        assert!(
+            child.wait().expect("kubectl exits").success(),
+            "kubectl apply failed"
+        );
     }
 
     /// `helm` with this control plane's kubeconfig.
