@@ -5,10 +5,10 @@
 //! ```sh
 //! cargo bench --bench loopback -- sqs sqs-fauxqs kinesis scale-kinesis scale-sqs controller
 //! ```
-//! Sizes come from the environment: `BENCH_SQS_MESSAGES` (default 1500), `BENCH_KINESIS_RECORDS`
-//! (20000) put at `BENCH_KINESIS_RATE` records/s (2000), `BENCH_IDLE_SECONDS` (30),
-//! `BENCH_SCALE_SHARDS` (64), `BENCH_SCALE_MAPPINGS` (50), `BENCH_SCALE_MESSAGES` (2000),
-//! `BENCH_CONTROLLER_MAPPINGS` (100).
+//! Sizes come from the environment: `BENCH_SQS_MESSAGES_MOTO` (default 1500),
+//! `BENCH_SQS_MESSAGES_FAUXQS` (10000), `BENCH_KINESIS_RECORDS` (20000) put at
+//! `BENCH_KINESIS_RATE` records/s (2000), `BENCH_IDLE_SECONDS` (30), `BENCH_SCALE_SHARDS` (64),
+//! `BENCH_SCALE_MAPPINGS` (50), `BENCH_SCALE_MESSAGES` (2000), `BENCH_CONTROLLER_MAPPINGS` (100).
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
