@@ -83,14 +83,23 @@ TARGET=$CARGO_TARGET_DIR/debug/examples/target
 [[ -x $OPERATOR && -x $TARGET ]] || fail "cargo build failed" "run: cargo build --bin esm-operator --example target"
 
 bold "5/8 starting the control plane and the emulators"
-eval "$(hack/start-control-plane.sh "$STATE/control-plane" 2>"$STATE/control-plane.log")" ||
-  fail "the control plane did not start" "see $STATE/control-plane.log above"
+# Captured first: `eval "$(cmd)"` would hide a failure of cmd. A start can lose a race for a
+# free port with another process on a busy machine: try again once in a fresh directory.
+start_control_plane() {
+  rm -rf "$STATE/control-plane"
+  hack/start-control-plane.sh "$STATE/control-plane" 2>>"$STATE/control-plane.log"
+}
+exports=$(start_control_plane) || { note "the control plane did not start; trying once more"; exports=$(start_control_plane); } ||
+  fail "the control plane did not start" "see the control-plane log above; re-run"
+eval "$exports"
 note "kube-apiserver ready; KUBECONFIG=$KUBECONFIG"
-eval "$(hack/emulators.sh start moto kinesis dynamodb --state "$STATE/emulators" 2>"$STATE/emulators.log")" ||
-  fail "the emulators did not start" "see $STATE/emulators.log above"
+exports=$(hack/emulators.sh start moto kinesis dynamodb --state "$STATE/emulators" 2>"$STATE/emulators.log") ||
+  fail "the emulators did not start" "see the emulators log above; re-run"
+eval "$exports"
 note "SQS (moto) $ESM_MOTO_ENDPOINT, Kinesis (kinesis-local) $ESM_KINESIS_ENDPOINT, DynamoDB Local $ESM_DYNAMODB_ENDPOINT"
 PYTHON=$ESM_CACHE_DIR/emulators/venv/bin/python
-eval "$("$PYTHON" hack/quickstart/seed.py create)" || fail "creating the queues, stream and table failed"
+exports=$("$PYTHON" hack/quickstart/seed.py create) || fail "creating the queues, stream and table failed"
+eval "$exports"
 note "created: queue $QUICKSTART_SQS_URL, FIFO queue $QUICKSTART_FIFO_URL,"
 note "         stream $QUICKSTART_KINESIS_ARN, table stream $QUICKSTART_DYNAMODB_STREAM_ARN"
 

@@ -51,20 +51,10 @@ impl ControlPlane {
     }
 
     fn start() -> ControlPlane {
-        let state = tempfile::Builder::new()
-            .prefix("esm-test-control-plane.")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
-        let script = repo_root().join("hack/start-control-plane.sh");
-        let output = Command::new(&script)
-            .arg(&state)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run hack/start-control-plane.sh");
-        assert!(
-            output.status.success(),
-            "hack/start-control-plane.sh failed (run hack/install-control-plane.sh first?)"
+        // A start can lose a race for a free port with another process on a busy machine (the
+        // script stops what it started when it fails): one more try in a fresh directory.
+        let (state, output) = Self::try_start().or_else(|_| Self::try_start()).expect(
+            "hack/start-control-plane.sh failed twice (run hack/install-control-plane.sh first?)",
         );
         spawn_reaper(&state);
         let exports = String::from_utf8_lossy(&output.stdout);
@@ -79,6 +69,25 @@ impl ControlPlane {
             kubeconfig: export("KUBECONFIG"),
             assets: export("KUBEBUILDER_ASSETS"),
             state,
+        }
+    }
+
+    /// Runs `hack/start-control-plane.sh` in a new state directory.
+    fn try_start() -> Result<(PathBuf, std::process::Output), std::process::ExitStatus> {
+        let state = tempfile::Builder::new()
+            .prefix("esm-test-control-plane.")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let output = Command::new(repo_root().join("hack/start-control-plane.sh"))
+            .arg(&state)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run hack/start-control-plane.sh");
+        if output.status.success() {
+            Ok((state, output))
+        } else {
+            Err(output.status)
         }
     }
 
