@@ -11,7 +11,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use support::control_plane::ControlPlane;
 use support::controller::RunningController;
-use support::emulators::{shared, unique_name};
+use support::emulators::{moto_queue, shared};
 use support::target::TestTarget;
 use support::wait;
 
@@ -55,15 +55,7 @@ async fn sqs_mapping_applied_with_kubectl_delivers_and_follows_enabled() {
     let client = plane.client().await;
     let ns = plane.namespace(&client, "in-process").await;
     let moto = shared("moto");
-    let sqs = SqsClient::new(&moto.sdk_config("moto"));
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique_name("orders"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let (sqs, queue_url) = moto_queue(&moto, "orders").await;
     let target = TestTarget::accepting().await;
     send(&sqs, &queue_url, (0..20).map(|i| format!("before-{i:02}"))).await;
 

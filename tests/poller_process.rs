@@ -5,11 +5,10 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aws_sdk_sqs::Client as SqsClient;
 use esm_operator::api::EventSourceMapping;
 use kube::api::{Api, PostParams};
 use support::control_plane::ControlPlane;
-use support::emulators::{shared, unique_name};
+use support::emulators::{moto_queue, shared};
 use support::target::TestTarget;
 use support::wait;
 
@@ -30,15 +29,7 @@ async fn poller_process_delivers_is_ready_and_stops_on_sigterm() {
     let client = plane.client().await;
     let ns = plane.namespace(&client, "poller-process").await;
     let moto = shared("moto");
-    let sqs = SqsClient::new(&moto.sdk_config("moto"));
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique_name("process"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let (sqs, queue_url) = moto_queue(&moto, "process").await;
     let target = TestTarget::accepting().await;
     let mapping: EventSourceMapping = serde_json::from_value(serde_json::json!({
         "apiVersion": "esm.dev/v1alpha1",

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client as KinesisClient;
 use aws_sdk_kinesis::types::StreamStatus;
-use aws_sdk_sqs::Client as SqsClient;
 use esm_operator::api::{EventSourceMapping, ScalingStatus};
 use esm_operator::controller::ScalingSettings;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,7 +14,7 @@ use k8s_openapi::jiff::SignedDuration;
 use kube::Api;
 use support::control_plane::ControlPlane;
 use support::controller::RunningController;
-use support::emulators::{shared, unique_name};
+use support::emulators::{moto_queue, shared, unique_name};
 use support::wait;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -194,15 +193,7 @@ async fn standard_queue_backlog_ramps_replicas_up_and_drained_queue_scales_down(
     let client = plane.client().await;
     let ns = plane.namespace(&client, "scaling-sqs").await;
     let moto = shared("moto");
-    let sqs = SqsClient::new(&moto.sdk_config("moto"));
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique_name("backlog"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let (sqs, queue_url) = moto_queue(&moto, "backlog").await;
     for batch in 0..5 {
         let entries = (0..10).map(|i| {
             aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()

@@ -89,6 +89,21 @@ pub fn shared(name: &'static str) -> Arc<Emulators> {
     emulators
 }
 
+/// An SQS client on the `moto` emulator of `emulators` and a new standard queue named after
+/// `prefix`: (client, queue URL).
+pub async fn moto_queue(emulators: &Emulators, prefix: &str) -> (aws_sdk_sqs::Client, String) {
+    let sqs = aws_sdk_sqs::Client::new(&emulators.sdk_config("moto"));
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(unique_name(prefix))
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("a queue URL");
+    (sqs, queue_url)
+}
+
 /// A name no other test run uses.
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
