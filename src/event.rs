@@ -40,9 +40,44 @@ pub trait EventRecord: Serialize {
     /// number (streams).
     fn item_identifier(&self) -> &str;
 
-    /// The JSON view filters match (SPEC §7): the record with its data field (`body`, `data`,
-    /// `dynamodb`) parsed when it is JSON, else kept as a string.
-    fn filter_view(&self) -> Value;
+    /// The data field filters parse apart from the record's JSON (SPEC §7): the SQS `body`, the
+    /// decoded Kinesis `data`. `None` when the data is an object of the record's JSON already
+    /// (DynamoDB's `dynamodb`).
+    fn filter_data(&self) -> Option<FilterData<'_>>;
+
+    /// An object of the record's JSON whose fields filters see at the top level (Kinesis
+    /// patterns name `partitionKey`, not `kinesis.partitionKey`).
+    fn filter_flatten(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// A record's data field as filters see it: the JSON in `bytes` when they hold JSON, else
+/// [`FilterData::plain`] (which JSON patterns never match).
+pub struct FilterData<'a> {
+    /// The field's name in filter patterns.
+    pub key: &'static str,
+    /// The data as the producer sent it.
+    pub bytes: &'a [u8],
+    plain: PlainData,
+}
+
+/// How data that is not JSON appears to filters.
+enum PlainData {
+    /// As its text (SQS bodies are text).
+    Text,
+    /// As base64 text, as the event carries it (Kinesis data is bytes).
+    Base64,
+}
+
+impl FilterData<'_> {
+    /// The data as a JSON string, for when it is not JSON.
+    pub fn plain(&self) -> Value {
+        Value::String(match self.plain {
+            PlainData::Text => String::from_utf8_lossy(self.bytes).into_owned(),
+            PlainData::Base64 => base64(self.bytes),
+        })
+    }
 }
 
 /// Bytes `record` takes in an event, without allocating.
@@ -89,12 +124,6 @@ impl Write for ByteCounter {
     }
 }
 
-/// Parses a record's data field for filtering: JSON when it parses, else the text as a JSON
-/// string (a plain body, which JSON patterns never match).
-pub fn data_view(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
-}
-
 /// One SQS message as Lambda's SQS event carries it.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -129,10 +158,12 @@ impl EventRecord for SqsRecord {
         &self.message_id
     }
 
-    fn filter_view(&self) -> Value {
-        let mut view = serde_json::to_value(self).expect("event records always serialize");
-        view["body"] = data_view(&self.body);
-        view
+    fn filter_data(&self) -> Option<FilterData<'_>> {
+        Some(FilterData {
+            key: "body",
+            bytes: self.body.as_bytes(),
+            plain: PlainData::Text,
+        })
     }
 }
 
@@ -328,27 +359,22 @@ impl EventRecord for StreamEventRecord {
         &self.record.sequence_number
     }
 
-    fn filter_view(&self) -> Value {
-        let mut view = serde_json::to_value(self).expect("event records always serialize");
-        if let RecordPayload::Kinesis(kinesis) = &self.record.payload {
-            // Kinesis patterns see the record's `kinesis` fields at the top, with `data`
-            // decoded: JSON when it is JSON text, else the base64 text (never matches a JSON
-            // pattern).
-            let mut fields = match view["kinesis"].take() {
-                Value::Object(fields) => fields,
-                _ => serde_json::Map::new(),
-            };
-            if let Ok(text) = std::str::from_utf8(&kinesis.data)
-                && let Ok(json) = serde_json::from_str::<Value>(text)
-            {
-                fields.insert("data".into(), json);
-            }
-            if let Value::Object(top) = &mut view {
-                top.remove("kinesis");
-                top.extend(fields);
-            }
+    fn filter_data(&self) -> Option<FilterData<'_>> {
+        match &self.record.payload {
+            RecordPayload::Kinesis(kinesis) => Some(FilterData {
+                key: "data",
+                bytes: &kinesis.data,
+                plain: PlainData::Base64,
+            }),
+            RecordPayload::DynamoDb(_) => None,
         }
-        view
+    }
+
+    fn filter_flatten(&self) -> Option<&'static str> {
+        match self.record.payload {
+            RecordPayload::Kinesis(_) => Some("kinesis"),
+            RecordPayload::DynamoDb(_) => None,
+        }
     }
 }
 
@@ -462,13 +488,13 @@ mod tests {
 
     #[test]
     fn filter_view_parses_json_bodies_only() {
-        let json = fifo_record("m1", r#"{"type":"order","n":2}"#).filter_view();
+        let json = crate::filter::full_view(&fifo_record("m1", r#"{"type":"order","n":2}"#));
         assert_eq!(json["body"]["type"], "order");
         assert_eq!(json["messageId"], "m1");
         assert_eq!(json["attributes"]["MessageGroupId"], "orders-7");
         assert_eq!(json["messageAttributes"]["kind"]["stringValue"], "order");
 
-        let plain = fifo_record("m2", "not {json").filter_view();
+        let plain = crate::filter::full_view(&fifo_record("m2", "not {json"));
         assert_eq!(plain["body"], "not {json");
     }
 
@@ -539,63 +565,75 @@ mod tests {
 
     #[test]
     fn kinesis_filter_view_has_the_record_fields_and_decoded_data() {
-        let view = kinesis_record("4960001", "customer-7", br#"{"type":"order"}"#).filter_view();
+        let view = crate::filter::full_view(&kinesis_record(
+            "4960001",
+            "customer-7",
+            br#"{"type":"order"}"#,
+        ));
         assert_eq!(view["data"]["type"], "order");
         assert_eq!(view["partitionKey"], "customer-7");
         assert_eq!(view["eventSource"], "aws:kinesis");
         assert!(view.get("kinesis").is_none());
-        let binary = kinesis_record("4960002", "k", &[0, 159, 255]).filter_view();
+        let binary = crate::filter::full_view(&kinesis_record("4960002", "k", &[0, 159, 255]));
         assert_eq!(binary["data"], "AJ//", "non-JSON data stays base64 text");
+    }
+
+    fn dynamodb_record(
+        name: crate::sources::sharded::DynamoDbEventName,
+        sequence: &str,
+        new: Option<Value>,
+        old: Option<Value>,
+    ) -> StreamEventRecord {
+        use crate::sources::sharded::{DynamoDbEventName, DynamoDbUserIdentity};
+        StreamEventRecord {
+            record: StreamRecord {
+                sequence_number: sequence.into(),
+                approximate_arrival: Some("2023-11-14T22:13:20Z".parse().unwrap()),
+                payload: RecordPayload::DynamoDb(Box::new(DynamoDbRecord {
+                    event_id: format!("e-{sequence}"),
+                    event_name: name,
+                    event_version: Some("1.1".into()),
+                    keys: serde_json::json!({"pk": {"S": "a"}}),
+                    keys_text: r#"{"pk":{"S":"a"}}"#.into(),
+                    new_image: new,
+                    old_image: old,
+                    size_bytes: Some(26),
+                    stream_view_type: Some("NEW_AND_OLD_IMAGES".into()),
+                    user_identity: (name == DynamoDbEventName::Remove).then(|| {
+                        DynamoDbUserIdentity {
+                            principal_id: Some("dynamodb.amazonaws.com".into()),
+                            identity_type: Some("Service".into()),
+                        }
+                    }),
+                })),
+            },
+            origin: origin(
+                "arn:aws:dynamodb:ddblocal:000000000000:table/T/stream/2026-11-23T00:50:01.985",
+                "shardId-00000001795395270441-729d3502",
+            ),
+        }
     }
 
     #[test]
     fn dynamodb_event_parses_with_the_published_lambda_types() {
-        use crate::sources::sharded::{DynamoDbEventName, DynamoDbUserIdentity};
+        use crate::sources::sharded::DynamoDbEventName;
         use aws_lambda_events::event::dynamodb::Event;
-        let change =
-            |name, sequence: &str, new: Option<Value>, old: Option<Value>| StreamEventRecord {
-                record: StreamRecord {
-                    sequence_number: sequence.into(),
-                    approximate_arrival: Some("2023-11-14T22:13:20Z".parse().unwrap()),
-                    payload: RecordPayload::DynamoDb(Box::new(DynamoDbRecord {
-                        event_id: format!("e-{sequence}"),
-                        event_name: name,
-                        event_version: Some("1.1".into()),
-                        keys: serde_json::json!({"pk": {"S": "a"}}),
-                        keys_text: r#"{"pk":{"S":"a"}}"#.into(),
-                        new_image: new,
-                        old_image: old,
-                        size_bytes: Some(26),
-                        stream_view_type: Some("NEW_AND_OLD_IMAGES".into()),
-                        user_identity: (name == DynamoDbEventName::Remove).then(|| {
-                            DynamoDbUserIdentity {
-                                principal_id: Some("dynamodb.amazonaws.com".into()),
-                                identity_type: Some("Service".into()),
-                            }
-                        }),
-                    })),
-                },
-                origin: origin(
-                    "arn:aws:dynamodb:ddblocal:000000000000:table/T/stream/2026-11-23T00:50:01.985",
-                    "shardId-00000001795395270441-729d3502",
-                ),
-            };
         let v1 = serde_json::json!({"pk": {"S": "a"}, "v": {"N": "1"}});
         let v2 = serde_json::json!({"pk": {"S": "a"}, "v": {"N": "2"}});
         let records = [
-            change(
+            dynamodb_record(
                 DynamoDbEventName::Insert,
                 "000000000000000000001",
                 Some(v1.clone()),
                 None,
             ),
-            change(
+            dynamodb_record(
                 DynamoDbEventName::Modify,
                 "000000000000000000002",
                 Some(v2.clone()),
                 Some(v1),
             ),
-            change(
+            dynamodb_record(
                 DynamoDbEventName::Remove,
                 "000000000000000000003",
                 None,
@@ -639,7 +677,133 @@ mod tests {
             Some("dynamodb.amazonaws.com")
         );
         assert_eq!(records[1].item_identifier(), "000000000000000000002");
-        let view = records[1].filter_view();
+        let view = crate::filter::full_view(&records[1]);
         assert_eq!(view["dynamodb"]["NewImage"]["v"]["N"], "2");
+    }
+
+    /// A set builds only the part of a record's view that its patterns name; matching on it
+    /// must decide exactly as matching on the whole view does.
+    #[test]
+    fn filter_sets_decide_on_records_as_on_their_whole_view() {
+        use crate::api::SourceKind;
+        use crate::filter::{FilterSet, Pattern};
+        use crate::sources::sharded::DynamoDbEventName;
+
+        fn agree<R: EventRecord>(source: SourceKind, pattern: &str, record: &R) -> bool {
+            let set = FilterSet::parse_for(source, [pattern]).unwrap();
+            let whole = Pattern::parse_for(source, pattern)
+                .unwrap()
+                .matches(&crate::filter::full_view(record));
+            assert_eq!(set.matches(record), whole, "{pattern}");
+            whole
+        }
+
+        let sqs = SourceKind::Sqs;
+        let order = fifo_record(
+            "m1",
+            r#"{"type":"order","n":2,"items":[{"sku":"a"},{"sku":"b"}]}"#,
+        );
+        let plain = fifo_record("m2", "not {json");
+        for (pattern, json, text) in [
+            (r#"{"body":{"type":["order"]}}"#, true, false),
+            (r#"{"body":{"type":["refund"]}}"#, false, false),
+            (r#"{"body":{"items":{"sku":["b"]}}}"#, true, false),
+            (
+                r#"{"body":{"n":[{"numeric":[">",1]}]},"attributes":{"MessageGroupId":["orders-7"]}}"#,
+                true,
+                false,
+            ),
+            (
+                r#"{"messageAttributes":{"kind":{"stringValue":["order"]}}}"#,
+                true,
+                true,
+            ),
+            (r#"{"body":["not {json"]}"#, false, true),
+            (r#"{"body":[{"prefix":"not"}]}"#, false, true),
+            (r#"{"body":{"missing":[{"exists":false}]}}"#, true, false),
+            (
+                r#"{"$or":[{"body":{"type":["x"]}},{"messageId":["m1"]}]}"#,
+                true,
+                false,
+            ),
+        ] {
+            assert_eq!(
+                agree(sqs, pattern, &order),
+                json,
+                "{pattern} on a JSON body"
+            );
+            assert_eq!(
+                agree(sqs, pattern, &plain),
+                text,
+                "{pattern} on a plain body"
+            );
+        }
+
+        let kinesis = SourceKind::Kinesis;
+        let json = kinesis_record("4960001", "customer-7", br#"{"type":"order"}"#);
+        let binary = kinesis_record("4960002", "customer-8", &[0, 159, 255]);
+        for (pattern, on_json, on_binary) in [
+            (r#"{"data":{"type":["order"]}}"#, true, false),
+            (r#"{"partitionKey":[{"prefix":"customer-"}]}"#, true, true),
+            (
+                r#"{"partitionKey":["customer-7"],"data":{"type":["order"]}}"#,
+                true,
+                false,
+            ),
+            (
+                r#"{"eventSource":["aws:kinesis"],"kinesis":[{"exists":false}]}"#,
+                true,
+                true,
+            ),
+        ] {
+            assert_eq!(agree(kinesis, pattern, &json), on_json, "{pattern}");
+            assert_eq!(agree(kinesis, pattern, &binary), on_binary, "{pattern}");
+        }
+
+        let dynamodb = SourceKind::DynamoDBStreams;
+        let insert = dynamodb_record(
+            DynamoDbEventName::Insert,
+            "000000000000000000001",
+            Some(serde_json::json!({"pk": {"S": "a"}, "v": {"N": "1"}})),
+            None,
+        );
+        for (pattern, want) in [
+            (r#"{"eventName":["INSERT"]}"#, true),
+            (r#"{"dynamodb":{"NewImage":{"v":{"N":["1"]}}}}"#, true),
+            (
+                r#"{"eventName":["INSERT"],"dynamodb":{"OldImage":[{"exists":true}]}}"#,
+                false,
+            ),
+        ] {
+            assert_eq!(agree(dynamodb, pattern, &insert), want, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn a_filter_view_holds_only_what_the_patterns_name() {
+        use crate::filter::FilterSet;
+        let record = fifo_record(
+            "m1",
+            r#"{"type":"order","n":2,"items":[{"sku":"a","q":1}]}"#,
+        );
+        let set = FilterSet::parse([
+            r#"{"body":{"type":["order"],"items":{"sku":["a"]}}}"#,
+            r#"{"$or":[{"messageId":["x"]},{"attributes":{"SenderId":["y"]}}]}"#,
+        ])
+        .unwrap();
+        assert_eq!(
+            set.view(&record),
+            serde_json::json!({
+                "body": {"type": "order", "items": [{"sku": "a"}]},
+                "messageId": "m1",
+                "attributes": {"SenderId": "AIDAEXAMPLE"},
+            })
+        );
+        let kinesis = kinesis_record("4960001", "customer-7", br#"{"type":"order","n":1}"#);
+        let set = FilterSet::parse([r#"{"partitionKey":["a"],"data":{"n":[1]}}"#]).unwrap();
+        assert_eq!(
+            set.view(&kinesis),
+            serde_json::json!({"partitionKey": "customer-7", "data": {"n": 1}})
+        );
     }
 }

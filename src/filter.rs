@@ -4,7 +4,9 @@
 //! A pattern is compiled once ([`Pattern::parse`]) and then matched against the JSON view of
 //! every record ([`Pattern::matches`]); matching allocates nothing and never panics. Up to
 //! [`MAX_FILTERS`] patterns form a [`FilterSet`]; they are ORed, and an empty set lets every
-//! record through.
+//! record through. A set matches records directly ([`FilterSet::matches`]): it builds only the
+//! part of a record's view that its patterns name (for the usual pattern on the body, the
+//! body's named fields), so the rest of the record is never allocated.
 //!
 //! # Semantics
 //!
@@ -60,11 +62,16 @@
 //!   empty arrays and `$or` with fewer than two branches are refused, as event-ruler does.
 //!   Numeric values are compared as `f64`, with no range limit.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::str::FromStr;
 
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::api::SourceKind;
+use crate::event::EventRecord;
 
 /// Patterns per [`FilterSet`] (Lambda's default quota; it can be raised to 10 on request).
 pub const MAX_FILTERS: usize = 5;
@@ -219,6 +226,8 @@ impl FromStr for Pattern {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FilterSet {
     patterns: Vec<Pattern>,
+    /// What the patterns look at: the part of a record's view that matching builds.
+    keys: KeyTree,
 }
 
 impl FilterSet {
@@ -260,12 +269,21 @@ impl FilterSet {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(FilterSet { patterns })
+        let mut keys = KeyTree::default();
+        for pattern in &patterns {
+            keys.add(&pattern.root);
+        }
+        Ok(FilterSet { patterns, keys })
     }
 
     /// Does any pattern match the record (or is the set empty)?
-    pub fn matches(&self, record: &Value) -> bool {
-        self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(record))
+    pub fn matches<R: EventRecord>(&self, record: &R) -> bool {
+        self.patterns.is_empty() || self.matches_view(&self.keys.view_of(record))
+    }
+
+    /// Does any pattern match this view of a record (or is the set empty)?
+    fn matches_view(&self, view: &Value) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(view))
     }
 
     /// No patterns: every record matches.
@@ -276,6 +294,282 @@ impl FilterSet {
     /// Number of patterns.
     pub fn len(&self) -> usize {
         self.patterns.len()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record views
+
+/// The parts of a record that the patterns of a set look at: the keys they name, level by level,
+/// `$or` branches included. Matching needs nothing else, so a record's view holds only these.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct KeyTree {
+    /// A leaf pattern names this key (or the tree stands for whole records): the whole value.
+    whole: bool,
+    children: BTreeMap<String, KeyTree>,
+}
+
+/// The tree of a value taken whole.
+static WHOLE: KeyTree = KeyTree {
+    whole: true,
+    children: BTreeMap::new(),
+};
+
+impl KeyTree {
+    fn add(&mut self, object: &ObjectPattern) {
+        for field in &object.fields {
+            let child = self.children.entry(field.key.clone()).or_default();
+            match &field.node {
+                Node::Leaf(_) => child.whole = true,
+                Node::Object(inner) => child.add(inner),
+            }
+        }
+        for branch in object.ors.iter().flatten() {
+            self.add(branch);
+        }
+    }
+
+    fn child(&self, key: &str) -> Option<&KeyTree> {
+        if self.whole {
+            Some(&WHOLE)
+        } else {
+            self.children.get(key)
+        }
+    }
+
+    /// The record as filters see it (see [`Pattern::matches`]), limited to this tree: its JSON
+    /// parsed with every unnamed value skipped, and its data field parsed apart.
+    fn view_of<R: EventRecord>(&self, record: &R) -> Value {
+        let data = record.filter_data();
+        let data_key = data.as_ref().map(|d| d.key);
+        let mut view = Map::new();
+        if self.whole || self.children.keys().any(|k| Some(k.as_str()) != data_key) {
+            let json = serde_json::to_vec(record).expect("event records always serialize");
+            let fields = Pruned {
+                tree: self,
+                top: Some(RecordTop {
+                    flatten: record.filter_flatten(),
+                    skip: data_key,
+                }),
+            };
+            // The record's own JSON always parses; an empty view would match nothing.
+            if let Ok(Value::Object(fields)) = parse_pruned(fields, &json) {
+                view = fields;
+            }
+        }
+        if let Some(data) = data
+            && let Some(tree) = self.child(data.key)
+        {
+            let value = parse_pruned(Pruned { tree, top: None }, data.bytes)
+                .unwrap_or_else(|_| data.plain());
+            view.insert(data.key.to_owned(), value);
+        }
+        Value::Object(view)
+    }
+}
+
+/// A record's whole filter view, as [`FilterSet::matches`] would see it with every key named.
+#[cfg(test)]
+pub(crate) fn full_view<R: EventRecord>(record: &R) -> Value {
+    WHOLE.view_of(record)
+}
+
+#[cfg(test)]
+impl FilterSet {
+    /// The view this set builds of `record`.
+    pub(crate) fn view<R: EventRecord>(&self, record: &R) -> Value {
+        self.keys.view_of(record)
+    }
+}
+
+fn parse_pruned(seed: Pruned<'_>, json: &[u8]) -> serde_json::Result<Value> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let value = seed.deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// Deserializes the parts of a JSON value that `tree` names; everything else is skipped
+/// without allocating.
+#[derive(Clone, Copy)]
+struct Pruned<'a> {
+    tree: &'a KeyTree,
+    /// Set at the top of a record's JSON.
+    top: Option<RecordTop<'a>>,
+}
+
+#[derive(Clone, Copy)]
+struct RecordTop<'a> {
+    /// A key whose object's fields are top-level fields (see [`EventRecord::filter_flatten`]).
+    flatten: Option<&'a str>,
+    /// The data field, parsed apart: left out here, also inside the flattened object.
+    skip: Option<&'a str>,
+}
+
+/// What a key of an object is to a [`Pruned`] parse.
+enum KeyRole<'a> {
+    Keep(String, &'a KeyTree),
+    Flatten,
+    Skip,
+}
+
+impl Pruned<'_> {
+    fn fill<'de, A: MapAccess<'de>>(
+        self,
+        map: &mut A,
+        out: &mut Map<String, Value>,
+    ) -> Result<(), A::Error> {
+        while let Some(role) = map.next_key_seed(&self)? {
+            match role {
+                KeyRole::Keep(key, tree) => {
+                    let value = map.next_value_seed(Pruned { tree, top: None })?;
+                    out.insert(key, value);
+                }
+                KeyRole::Flatten => map.next_value_seed(FlattenInto {
+                    pruned: Pruned {
+                        tree: self.tree,
+                        top: self.top.map(|top| RecordTop {
+                            flatten: None,
+                            ..top
+                        }),
+                    },
+                    out,
+                })?,
+                KeyRole::Skip => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de, 'a> DeserializeSeed<'de> for Pruned<'a> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        if self.tree.whole && self.top.is_none() {
+            Value::deserialize(deserializer)
+        } else {
+            deserializer.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Pruned<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Pruned {
+            tree: self.tree,
+            top: None,
+        })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        self.fill(&mut map, &mut out)?;
+        Ok(Value::Object(out))
+    }
+}
+
+/// Reads a key and says what to do with its value; the key is copied only when kept.
+impl<'de, 'a> DeserializeSeed<'de> for &Pruned<'a> {
+    type Value = KeyRole<'a>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(KeyVisitor(*self))
+    }
+}
+
+struct KeyVisitor<'a>(Pruned<'a>);
+
+impl<'de, 'a> Visitor<'de> for KeyVisitor<'a> {
+    type Value = KeyRole<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<KeyRole<'a>, E> {
+        let Pruned { tree, top } = self.0;
+        if let Some(top) = top {
+            if top.flatten == Some(key) {
+                return Ok(KeyRole::Flatten);
+            }
+            if top.skip == Some(key) {
+                return Ok(KeyRole::Skip);
+            }
+        }
+        Ok(match tree.child(key) {
+            Some(child) => KeyRole::Keep(key.to_owned(), child),
+            None => KeyRole::Skip,
+        })
+    }
+}
+
+/// Parses an object's kept fields into an enclosing object.
+struct FlattenInto<'a, 'm> {
+    pruned: Pruned<'a>,
+    out: &'m mut Map<String, Value>,
+}
+
+impl<'de> DeserializeSeed<'de> for FlattenInto<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FlattenInto<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.pruned.fill(&mut map, self.out)
     }
 }
 
@@ -1566,19 +1860,19 @@ mod tests {
         .unwrap();
         assert_eq!(set.len(), 2);
         assert!(!set.is_empty());
-        assert!(set.matches(&sqs(json!({"kind": "a", "size": 1}))));
-        assert!(set.matches(&sqs(json!({"kind": "b", "size": 11}))));
-        assert!(!set.matches(&sqs(json!({"kind": "b", "size": 1}))));
-        assert!(!set.matches(&sqs(json!("plain"))));
+        assert!(set.matches_view(&sqs(json!({"kind": "a", "size": 1}))));
+        assert!(set.matches_view(&sqs(json!({"kind": "b", "size": 11}))));
+        assert!(!set.matches_view(&sqs(json!({"kind": "b", "size": 1}))));
+        assert!(!set.matches_view(&sqs(json!("plain"))));
     }
 
     #[test]
     fn empty_filter_set_matches_everything() {
         let set = FilterSet::parse(std::iter::empty()).unwrap();
         assert!(set.is_empty());
-        assert!(set.matches(&sqs(json!("anything"))));
-        assert!(set.matches(&json!(null)));
-        assert!(FilterSet::default().matches(&json!({})));
+        assert!(set.matches_view(&sqs(json!("anything"))));
+        assert!(set.matches_view(&json!(null)));
+        assert!(FilterSet::default().matches_view(&json!({})));
     }
 
     #[test]

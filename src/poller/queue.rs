@@ -278,7 +278,7 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
         } else {
             records
                 .into_iter()
-                .partition(|record| self.filters.matches(&record.filter_view()))
+                .partition(|record| self.filters.matches(record))
         };
         if !dropped.is_empty() {
             self.metrics.filtered_out.inc_by(dropped.len() as u64);

@@ -645,7 +645,7 @@ where
                 record,
                 origin: shard.origin.clone(),
             };
-            if !self.filters.is_empty() && !self.filters.matches(&record.filter_view()) {
+            if !self.filters.matches(&record) {
                 filtered += 1;
                 shard.finish(position, record.record.sequence_number);
                 continue;
