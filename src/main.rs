@@ -25,6 +25,11 @@ struct Cli {
         default_value = "plain"
     )]
     log_format: LogFormat,
+    /// Threads that run the process's tasks. Default: one for `poller` (every poller of a
+    /// mapping on one thread costs the least CPU per record; throughput grows with replicas),
+    /// one per core for `controller`.
+    #[arg(long, global = true, env = "ESM_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,9 +126,34 @@ fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
     serde_json::from_str(json).map_err(|e| format!("not a ResourceRequirements JSON object: {e}"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let threads = cli
+        .worker_threads
+        .map(usize::from)
+        .unwrap_or(match cli.command {
+            Command::Poller(_) => 1,
+            Command::Controller(_) | Command::Crd { .. } => {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            }
+        });
+    // One thread: a current-thread runtime. Work-stealing threads wake each other for every
+    // response, which cost a poller half again as much CPU per message on loopback
+    // (docs/benchmarks.md).
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd { reference } => {
             if reference {
