@@ -5,17 +5,14 @@ mod support;
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::Client as DynamoDb;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use esm_operator::sources::dynamodb_streams::DynamoDbStream;
 use esm_operator::sources::sharded::{
     DynamoDbRecord, RecordPayload, ShardPosition, ShardedStream, StreamError, StreamRecord,
 };
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
-use support::emulators::{Emulators, shared, unique_name};
+use support::emulators::{Emulators, dynamodb_table, shared, unique_name};
 
 struct TestTable {
     emulator: std::sync::Arc<Emulators>,
@@ -27,47 +24,9 @@ struct TestTable {
 /// A table keyed by `pk` (string) and `sk` (number) with a NEW_AND_OLD_IMAGES stream.
 async fn create_table() -> TestTable {
     let emulator = shared("dynamodb");
-    let sdk = emulator.sdk_config("dynamodb");
-    let dynamodb = DynamoDb::new(&sdk);
-    let name = unique_name("orders");
-    let attribute = |name: &str, kind| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    let table = dynamodb
-        .create_table()
-        .table_name(&name)
-        .attribute_definitions(attribute("pk", ScalarAttributeType::S))
-        .attribute_definitions(attribute("sk", ScalarAttributeType::N))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("CreateTable");
-    let stream_arn = table
-        .table_description
-        .and_then(|table| table.latest_stream_arn)
-        .expect("the table has a stream");
+    let (dynamodb, name, stream_arn) = dynamodb_table(&emulator, true).await;
     TestTable {
-        source: DynamoDbStream::new(&sdk, stream_arn),
+        source: DynamoDbStream::new(&emulator.sdk_config("dynamodb"), stream_arn),
         emulator,
         dynamodb,
         name,

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::StreamStatus;
 use esm_operator::sources::kinesis::{KinesisStream, KinesisStreamId};
 use esm_operator::sources::sharded::{
     RecordPayload, Shard, ShardPosition, ShardedStream, StreamError, StreamRecord,
 };
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use support::emulators::{Emulators, shared, unique_name};
+use support::emulators::{Emulators, kinesis_stream, kinesis_stream_active, shared, unique_name};
 
 struct TestStream {
     // Keeps the emulator running while the test uses it.
@@ -25,37 +24,15 @@ struct TestStream {
 
 async fn create_stream(shards: i32) -> TestStream {
     let emulator = shared("kinesis");
-    let sdk = emulator.sdk_config("kinesis");
-    let admin = Client::new(&sdk);
-    let name = unique_name("orders");
-    admin
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("CreateStream");
-    wait_active(&admin, &name).await;
+    let (admin, name) = kinesis_stream(&emulator, shards).await;
     TestStream {
-        source: KinesisStream::new(&sdk, KinesisStreamId::Name(name.clone())),
+        source: KinesisStream::new(
+            &emulator.sdk_config("kinesis"),
+            KinesisStreamId::Name(name.clone()),
+        ),
         _emulator: emulator,
         admin,
         name,
-    }
-}
-
-async fn wait_active(admin: &Client, name: &str) {
-    loop {
-        let summary = admin
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .expect("DescribeStreamSummary");
-        if summary.stream_description_summary.unwrap().stream_status == StreamStatus::Active {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -250,7 +227,7 @@ async fn split_and_merge_close_parents_and_name_them_in_children() {
         .send()
         .await
         .expect("SplitShard");
-    wait_active(&stream.admin, &stream.name).await;
+    kinesis_stream_active(&stream.admin, &stream.name).await;
 
     let shards = stream.shards().await;
     assert!(!shards[&parent].open, "the split parent is closed");
@@ -288,7 +265,7 @@ async fn split_and_merge_close_parents_and_name_them_in_children() {
         .send()
         .await
         .expect("MergeShards");
-    wait_active(&stream.admin, &stream.name).await;
+    kinesis_stream_active(&stream.admin, &stream.name).await;
     let shards = stream.shards().await;
     assert!(!shards[&first].open && !shards[&second].open);
     let merged: Vec<_> = shards

@@ -5,8 +5,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::Client as KinesisClient;
-use aws_sdk_kinesis::types::StreamStatus;
 use esm_operator::api::{EventSourceMapping, ScalingStatus};
 use esm_operator::controller::ScalingSettings;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -14,7 +12,7 @@ use k8s_openapi::jiff::SignedDuration;
 use kube::Api;
 use support::control_plane::ControlPlane;
 use support::controller::RunningController;
-use support::emulators::{moto_queue, shared, unique_name};
+use support::emulators::{kinesis_stream, moto_queue, shared};
 use support::wait;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -67,16 +65,7 @@ async fn kinesis_split_from_2_to_3_shards_moves_concurrency_from_4_to_6() {
     let client = plane.client().await;
     let ns = plane.namespace(&client, "scaling-kinesis").await;
     let emulator = shared("kinesis");
-    let kinesis = KinesisClient::new(&emulator.sdk_config("kinesis"));
-    let stream = unique_name("clicks");
-    kinesis
-        .create_stream()
-        .stream_name(&stream)
-        .shard_count(2)
-        .send()
-        .await
-        .expect("CreateStream");
-    wait_active(&kinesis, &stream).await;
+    let (kinesis, stream) = kinesis_stream(&emulator, 2).await;
 
     let controller = RunningController::start_scaling(&client, &ns.name, fast_settings());
     plane.kubectl_apply(
@@ -172,19 +161,6 @@ spec:
         "{steps:?}"
     );
     controller.stop().await;
-}
-
-async fn wait_active(kinesis: &KinesisClient, stream: &str) {
-    wait::until("stream ACTIVE", TIMEOUT, || async {
-        let summary = kinesis
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .unwrap();
-        (summary.stream_description_summary?.stream_status == StreamStatus::Active).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test]

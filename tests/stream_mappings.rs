@@ -13,7 +13,7 @@ use aws_lambda_events::event::dynamodb::Event as DynamoDbEvent;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_sdk_kinesis::Client as Kinesis;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use esm_operator::api::EventSourceMapping;
 use esm_operator::poller::checkpoint::{CHECKPOINT_ANNOTATION, SHARD_END, SHARD_ID_ANNOTATION};
 use esm_operator::poller::metrics::PollerMetrics;
@@ -25,7 +25,9 @@ use kube::{Api, Client, ResourceExt};
 use prometheus::Registry;
 use serde_json::{Value, json};
 use support::control_plane::{ControlPlane, TestNamespace};
-use support::emulators::{Emulators, shared, unique_name};
+use support::emulators::{
+    Emulators, dynamodb_table, kinesis_stream, kinesis_stream_active, shared, unique_name,
+};
 use support::target::EventTarget;
 use support::wait;
 use tokio::sync::watch;
@@ -188,41 +190,16 @@ struct TestStream {
 
 async fn create_stream(shards: i32) -> TestStream {
     let emulator = shared("kinesis");
-    let admin = Kinesis::new(&emulator.sdk_config("kinesis"));
-    let name = unique_name("orders");
-    admin
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("CreateStream");
-    let stream = TestStream {
+    let (admin, name) = kinesis_stream(&emulator, shards).await;
+    TestStream {
         endpoint: emulator.endpoint("kinesis").to_owned(),
         _emulator: emulator,
         admin,
         name,
-    };
-    stream.wait_active().await;
-    stream
+    }
 }
 
 impl TestStream {
-    async fn wait_active(&self) {
-        wait::until("an ACTIVE stream", WAIT, || async {
-            let summary = self
-                .admin
-                .describe_stream_summary()
-                .stream_name(&self.name)
-                .send()
-                .await
-                .expect("DescribeStreamSummary");
-            (summary.stream_description_summary.unwrap().stream_status == StreamStatus::Active)
-                .then_some(())
-        })
-        .await;
-    }
-
     /// The mapping source for this stream.
     fn source(&self) -> Value {
         json!({"kinesis": {
@@ -314,7 +291,7 @@ impl TestStream {
             .send()
             .await
             .expect("SplitShard");
-        self.wait_active().await;
+        kinesis_stream_active(&self.admin, &self.name).await;
     }
 
     async fn merge(&self, first: &str, second: &str) {
@@ -326,7 +303,7 @@ impl TestStream {
             .send()
             .await
             .expect("MergeShards");
-        self.wait_active().await;
+        kinesis_stream_active(&self.admin, &self.name).await;
     }
 }
 
@@ -1031,49 +1008,11 @@ fn image_value(image: &impl serde::Serialize) -> Option<String> {
 
 #[tokio::test]
 async fn dynamodb_changes_arrive_in_order_per_key_with_images_and_survive_a_restart() {
-    use aws_sdk_dynamodb::Client as DynamoDb;
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-        ScalarAttributeType, StreamSpecification, StreamViewType,
-    };
+    use aws_sdk_dynamodb::types::AttributeValue;
 
     let fixture = fixture("dynamodb").await;
     let emulator = shared("dynamodb");
-    let dynamodb = DynamoDb::new(&emulator.sdk_config("dynamodb"));
-    let table = unique_name("orders");
-    let created = dynamodb
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::NewAndOldImages)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .expect("CreateTable");
-    let stream_arn = created
-        .table_description
-        .unwrap()
-        .latest_stream_arn
-        .unwrap();
+    let (dynamodb, table, stream_arn) = dynamodb_table(&emulator, false).await;
     let target = EventTarget::<DynamoDbEvent>::start(|_, _| (200, String::new())).await;
     fixture
         .mapping(

@@ -104,6 +104,99 @@ pub async fn moto_queue(emulators: &Emulators, prefix: &str) -> (aws_sdk_sqs::Cl
     (sqs, queue_url)
 }
 
+/// A new Kinesis stream of `shards` shards on the `kinesis` emulator, once it is ACTIVE.
+pub async fn kinesis_stream(
+    emulators: &Emulators,
+    shards: i32,
+) -> (aws_sdk_kinesis::Client, String) {
+    let kinesis = aws_sdk_kinesis::Client::new(&emulators.sdk_config("kinesis"));
+    let name = unique_name("orders");
+    kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("CreateStream");
+    kinesis_stream_active(&kinesis, &name).await;
+    (kinesis, name)
+}
+
+/// Waits until stream `name` is ACTIVE (after creating it, splitting or merging shards).
+pub async fn kinesis_stream_active(kinesis: &aws_sdk_kinesis::Client, name: &str) {
+    super::wait::until(
+        "an ACTIVE stream",
+        std::time::Duration::from_secs(60),
+        || async {
+            let summary = kinesis
+                .describe_stream_summary()
+                .stream_name(name)
+                .send()
+                .await
+                .expect("DescribeStreamSummary");
+            (summary.stream_description_summary?.stream_status
+                == aws_sdk_kinesis::types::StreamStatus::Active)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// A new table on the `dynamodb` emulator keyed by `pk` (string) and, when `sort_key`, `sk`
+/// (number), with a NEW_AND_OLD_IMAGES stream. Returns the client, the table name and the
+/// stream ARN.
+pub async fn dynamodb_table(
+    emulators: &Emulators,
+    sort_key: bool,
+) -> (aws_sdk_dynamodb::Client, String, String) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        StreamSpecification, StreamViewType,
+    };
+    let dynamodb = aws_sdk_dynamodb::Client::new(&emulators.sdk_config("dynamodb"));
+    let name = unique_name("orders");
+    let mut keys = vec![("pk", ScalarAttributeType::S, KeyType::Hash)];
+    if sort_key {
+        keys.push(("sk", ScalarAttributeType::N, KeyType::Range));
+    }
+    let mut create = dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        );
+    for (key, kind, role) in keys {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(key)
+                    .attribute_type(kind)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(key)
+                    .key_type(role)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    let stream_arn = create
+        .send()
+        .await
+        .expect("CreateTable")
+        .table_description
+        .and_then(|table| table.latest_stream_arn)
+        .expect("the table has a stream");
+    (dynamodb, name, stream_arn)
+}
+
 /// A name no other test run uses.
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
