@@ -185,5 +185,44 @@ spec:
         (m.status?.state == Some(State::Enabled)).then_some(())
     })
     .await;
+
+    // Metrics: the mapping's series are what an SQS mapping can move, and go with the mapping.
+    let series = poller_series(&controller.metrics.registry, "orders");
+    assert!(
+        series.contains(&"esm_poller_records_deleted_total".to_owned()),
+        "{series:?}"
+    );
+    assert!(
+        !series.contains(&"esm_poller_records_dropped_total".to_owned()),
+        "{series:?}"
+    );
+    mappings
+        .delete("orders", &Default::default())
+        .await
+        .unwrap();
+    wait::until("the mapping's metric series removed", TIMEOUT, || async {
+        poller_series(&controller.metrics.registry, "orders")
+            .is_empty()
+            .then_some(())
+    })
+    .await;
     controller.stop().await;
+}
+
+/// Names of the poller metric families with a series for mapping `name`.
+fn poller_series(registry: &prometheus::Registry, name: &str) -> Vec<String> {
+    registry
+        .gather()
+        .iter()
+        .filter(|family| family.name().starts_with("esm_poller_"))
+        .filter(|family| {
+            family.get_metric().iter().any(|metric| {
+                metric
+                    .get_label()
+                    .iter()
+                    .any(|label| label.name() == "name" && label.value() == name)
+            })
+        })
+        .map(|family| family.name().to_owned())
+        .collect()
 }

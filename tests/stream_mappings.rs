@@ -14,7 +14,7 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_sdk_kinesis::Client as Kinesis;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use esm_operator::api::EventSourceMapping;
+use esm_operator::api::{EventSourceMapping, SourceKind};
 use esm_operator::poller::checkpoint::{CHECKPOINT_ANNOTATION, SHARD_END, SHARD_ID_ANNOTATION};
 use esm_operator::poller::metrics::PollerMetrics;
 use esm_operator::poller::{PollerContext, PollerHandle, run_mapping};
@@ -932,9 +932,10 @@ async fn kinesis_records_past_their_age_are_dropped_counted_and_described() {
     let mut settings = StreamSettings::from_spec(&mapping.spec, LEASE_DURATION);
     settings.retry.max_record_age = Some(Duration::from_secs(2));
     let registry = Registry::new();
-    let metrics = PollerMetrics::new(&registry)
-        .unwrap()
-        .mapping(fixture.ns(), "orders");
+    let metrics =
+        PollerMetrics::new(&registry)
+            .unwrap()
+            .mapping(fixture.ns(), "orders", SourceKind::Kinesis);
     let http = esm_operator::target::HttpTarget::new(&mapping.spec.target, fixture.ns()).unwrap();
     let poller = StreamPoller {
         stream: KinesisStream::new(

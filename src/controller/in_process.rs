@@ -95,7 +95,7 @@ impl InProcessPollers {
 
     /// Stops the pollers of mappings that no longer exist (`exists(namespace, name)` is false).
     pub async fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
-        let gone: Vec<RunningMapping> = {
+        let (keys, gone): (Vec<String>, Vec<RunningMapping>) = {
             let mut running = self.running.lock().expect("pollers lock");
             let keys: Vec<String> = running
                 .keys()
@@ -105,9 +105,15 @@ impl InProcessPollers {
                 })
                 .cloned()
                 .collect();
-            keys.iter().filter_map(|k| running.remove(k)).collect()
+            let gone = keys.iter().filter_map(|k| running.remove(k)).collect();
+            (keys, gone)
         };
         stop_all(gone).await;
+        // The mappings are gone: so are their metric series (a poller process just exits).
+        for key in keys {
+            let (namespace, name) = key.split_once('/').expect("keys are namespace/name");
+            self.context.metrics.forget(namespace, name);
+        }
     }
 
     /// Stops every mapping's pollers, letting in-flight batches finish.

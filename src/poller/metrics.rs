@@ -2,6 +2,7 @@
 //! record) and, for streams, per shard (`shard` too). One [`PollerMetrics`] per registry;
 //! [`PollerMetrics::mapping`] and [`MappingMetrics::shard`] bind the labels once so the hot
 //! path only touches atomics.
+use crate::api::SourceKind;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -150,25 +151,71 @@ impl PollerMetrics {
         })
     }
 
-    /// The metrics of one mapping.
-    pub fn mapping(&self, namespace: &str, name: &str) -> MappingMetrics {
+    /// The metrics of one mapping whose source is `kind`. Series that only another kind of
+    /// source can move (SQS deletes; stream drops, destinations, shards) are not exported for
+    /// it: its counters for them count nowhere.
+    pub fn mapping(&self, namespace: &str, name: &str, kind: SourceKind) -> MappingMetrics {
+        let queue = kind == SourceKind::Sqs;
+        self.bind([namespace, name], queue, !queue)
+    }
+
+    /// Removes every series of a mapping (it was deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
         let labels = [namespace, name];
+        for counter in [
+            &self.polled,
+            &self.filtered_out,
+            &self.invoked,
+            &self.failed,
+            &self.deleted,
+            &self.delete_failures,
+            &self.oversized,
+            &self.source_errors,
+            &self.dropped,
+            &self.destination_delivered,
+            &self.destination_failures,
+        ] {
+            let _ = counter.remove_label_values(&labels);
+        }
+        for histogram in [&self.invocation_duration, &self.batch_size] {
+            let _ = histogram.remove_label_values(&labels);
+        }
+        for gauge in [&self.in_flight, &self.owned_shards] {
+            let _ = gauge.remove_label_values(&labels);
+        }
+    }
+
+    fn bind(&self, labels: [&str; 2], queue: bool, stream: bool) -> MappingMetrics {
+        let [namespace, name] = labels;
+        let counter = |family: &IntCounterVec, exported: bool| {
+            if exported {
+                family.with_label_values(&labels)
+            } else {
+                IntCounter::new("unexported", "a series this source never moves")
+                    .expect("a valid metric name")
+            }
+        };
         MappingMetrics {
             polled: self.polled.with_label_values(&labels),
             filtered_out: self.filtered_out.with_label_values(&labels),
             invoked: self.invoked.with_label_values(&labels),
             failed: self.failed.with_label_values(&labels),
-            deleted: self.deleted.with_label_values(&labels),
-            delete_failures: self.delete_failures.with_label_values(&labels),
-            oversized: self.oversized.with_label_values(&labels),
+            deleted: counter(&self.deleted, queue),
+            delete_failures: counter(&self.delete_failures, queue),
+            oversized: counter(&self.oversized, queue),
             source_errors: self.source_errors.with_label_values(&labels),
             invocation_duration: self.invocation_duration.with_label_values(&labels),
             batch_size: self.batch_size.with_label_values(&labels),
             in_flight: self.in_flight.with_label_values(&labels),
-            dropped: self.dropped.with_label_values(&labels),
-            destination_delivered: self.destination_delivered.with_label_values(&labels),
-            destination_failures: self.destination_failures.with_label_values(&labels),
-            owned_shards: self.owned_shards.with_label_values(&labels),
+            dropped: counter(&self.dropped, stream),
+            destination_delivered: counter(&self.destination_delivered, stream),
+            destination_failures: counter(&self.destination_failures, stream),
+            owned_shards: if stream {
+                self.owned_shards.with_label_values(&labels)
+            } else {
+                IntGauge::new("unexported", "a series this source never moves")
+                    .expect("a valid metric name")
+            },
             per_shard: ShardFamilies {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
@@ -244,7 +291,7 @@ impl MappingMetrics {
     pub fn detached() -> Self {
         PollerMetrics::new(&Registry::new())
             .expect("a fresh registry takes every metric")
-            .mapping("test", "test")
+            .bind(["test", "test"], true, true)
     }
 }
 
@@ -351,8 +398,8 @@ mod tests {
     fn metrics_are_labelled_per_mapping() {
         let registry = Registry::new();
         let metrics = PollerMetrics::new(&registry).unwrap();
-        metrics.mapping("ns", "a").polled.inc_by(3);
-        metrics.mapping("ns", "b").polled.inc();
+        metrics.mapping("ns", "a", SourceKind::Sqs).polled.inc_by(3);
+        metrics.mapping("ns", "b", SourceKind::Sqs).polled.inc();
         let families = registry.gather();
         let polled = families
             .iter()
@@ -365,7 +412,10 @@ mod tests {
     #[test]
     fn shard_counts_add_to_the_mapping_and_vanish_with_the_shard() {
         let registry = Registry::new();
-        let metrics = PollerMetrics::new(&registry).unwrap().mapping("ns", "m");
+        let metrics =
+            PollerMetrics::new(&registry)
+                .unwrap()
+                .mapping("ns", "m", SourceKind::Kinesis);
         let shard = metrics.shard("shardId-1");
         shard.polled(5);
         shard.dropped(2);
@@ -384,5 +434,52 @@ mod tests {
         drop(shard);
         assert_eq!(series(&registry), 0);
         assert_eq!(metrics.polled.get(), 5, "the mapping keeps its totals");
+    }
+
+    /// Names of the families with a series for mapping `ns/name`.
+    fn exported(registry: &Registry, name: &str) -> Vec<String> {
+        registry
+            .gather()
+            .iter()
+            .filter(|family| {
+                family.get_metric().iter().any(|metric| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .any(|label| label.name() == "name" && label.value() == name)
+                })
+            })
+            .map(|family| family.name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_mapping_exports_only_what_its_source_can_move_and_nothing_once_forgotten() {
+        let registry = Registry::new();
+        let metrics = PollerMetrics::new(&registry).unwrap();
+        let queue = metrics.mapping("ns", "queue", SourceKind::Sqs);
+        let stream = metrics.mapping("ns", "stream", SourceKind::DynamoDBStreams);
+        queue.deleted.inc();
+        stream.dropped.inc();
+
+        let queue_series = exported(&registry, "queue");
+        assert!(queue_series.contains(&"esm_poller_records_deleted_total".to_owned()));
+        assert!(queue_series.contains(&"esm_poller_records_polled_total".to_owned()));
+        assert!(!queue_series.iter().any(|f| f.contains("dropped")
+            || f.contains("destination")
+            || f.contains("owned_shards")));
+        let stream_series = exported(&registry, "stream");
+        assert!(stream_series.contains(&"esm_poller_records_dropped_total".to_owned()));
+        assert!(stream_series.contains(&"esm_poller_owned_shards".to_owned()));
+        assert!(!stream_series.iter().any(|f| f.contains("deleted")
+            || f.contains("delete_failures")
+            || f.contains("oversized")));
+
+        metrics.forget("ns", "queue");
+        assert_eq!(exported(&registry, "queue"), Vec::<String>::new());
+        assert!(
+            !exported(&registry, "stream").is_empty(),
+            "other mappings stay"
+        );
     }
 }

@@ -135,7 +135,6 @@ pub async fn run_mapping(
         loops,
     } = handle;
     let api: Api<EventSourceMapping> = Api::namespaced(context.client.clone(), &namespace);
-    let metrics = context.metrics.mapping(&namespace, &name);
     let results = ProcessingResults::default();
     let (mapping_tx, mut mapping) = watch::channel(None);
     let watch_task = tokio::spawn(watch_mapping(api.clone(), name.clone(), mapping_tx));
@@ -153,7 +152,7 @@ pub async fn run_mapping(
         };
         let Some(current) = current else { break };
         let spec_key = spec_hash(&current);
-        let engine = match setup(&context, &current, &metrics, &results, &activity).await {
+        let engine = match setup(&context, &current, &results, &activity).await {
             Ok(engine) => {
                 setup_failures = 0;
                 engine
@@ -243,14 +242,15 @@ impl Engine {
 async fn setup(
     context: &PollerContext,
     mapping: &EventSourceMapping,
-    metrics: &MappingMetrics,
     results: &ProcessingResults,
     activity: &Activity,
 ) -> Result<Engine, SetupError> {
     let client = &context.client;
     let spec = &mapping.spec;
     let namespace = mapping.metadata.namespace.as_deref().unwrap_or_default();
+    let name = mapping.metadata.name.as_deref().unwrap_or_default();
     let kind = spec.source_kind().ok_or(SetupError::NoSource)?;
+    let metrics = context.metrics.mapping(namespace, name, kind);
     let filters = FilterSet::parse_for(
         kind,
         spec.filter_criteria
@@ -267,7 +267,7 @@ async fn setup(
             target,
             filters,
             settings: QueueSettings::from_spec(spec),
-            metrics: metrics.clone(),
+            metrics,
             results: results.clone(),
             activity: activity.clone(),
         }));
@@ -293,14 +293,13 @@ async fn setup(
         context.holder.clone(),
         context.lease_duration,
     )?;
-    let name = mapping.metadata.name.as_deref().unwrap_or_default();
     let parts = StreamParts {
         leases,
         target,
         destination,
         filters,
         settings: StreamSettings::from_spec(spec, context.lease_duration),
-        metrics: metrics.clone(),
+        metrics,
         results: results.clone(),
         namespace: namespace.to_owned(),
         name: name.to_owned(),
