@@ -155,11 +155,11 @@ impl PollerMetrics {
     /// source can move (SQS deletes; stream drops, destinations, shards) are not exported for
     /// it: its counters for them count nowhere.
     pub fn mapping(&self, namespace: &str, name: &str, kind: SourceKind) -> MappingMetrics {
-        let queue = kind == SourceKind::Sqs;
-        self.bind([namespace, name], queue, !queue)
+        self.bind([namespace, name], Some(kind))
     }
 
-    /// Removes every series of a mapping (it was deleted).
+    /// Removes every series of a mapping (it was deleted). Per-shard series go earlier, with
+    /// their shard's [`ShardMetrics`].
     pub fn forget(&self, namespace: &str, name: &str) {
         let labels = [namespace, name];
         for counter in [
@@ -185,14 +185,17 @@ impl PollerMetrics {
         }
     }
 
-    fn bind(&self, labels: [&str; 2], queue: bool, stream: bool) -> MappingMetrics {
+    /// Binds the series for a source of `kind`; `None` binds every series.
+    fn bind(&self, labels: [&str; 2], kind: Option<SourceKind>) -> MappingMetrics {
         let [namespace, name] = labels;
+        let queue = kind.is_none_or(|kind| !kind.is_stream());
+        let stream = kind.is_none_or(SourceKind::is_stream);
+        const UNEXPORTED: &str = "a series this source never moves";
         let counter = |family: &IntCounterVec, exported: bool| {
             if exported {
                 family.with_label_values(&labels)
             } else {
-                IntCounter::new("unexported", "a series this source never moves")
-                    .expect("a valid metric name")
+                IntCounter::new("unexported", UNEXPORTED).expect("a valid metric name")
             }
         };
         MappingMetrics {
@@ -213,8 +216,7 @@ impl PollerMetrics {
             owned_shards: if stream {
                 self.owned_shards.with_label_values(&labels)
             } else {
-                IntGauge::new("unexported", "a series this source never moves")
-                    .expect("a valid metric name")
+                IntGauge::new("unexported", UNEXPORTED).expect("a valid metric name")
             },
             per_shard: ShardFamilies {
                 namespace: namespace.to_owned(),
@@ -291,7 +293,7 @@ impl MappingMetrics {
     pub fn detached() -> Self {
         PollerMetrics::new(&Registry::new())
             .expect("a fresh registry takes every metric")
-            .bind(["test", "test"], true, true)
+            .bind(["test", "test"], None)
     }
 }
 
@@ -457,29 +459,45 @@ mod tests {
     fn a_mapping_exports_only_what_its_source_can_move_and_nothing_once_forgotten() {
         let registry = Registry::new();
         let metrics = PollerMetrics::new(&registry).unwrap();
-        let queue = metrics.mapping("ns", "queue", SourceKind::Sqs);
-        let stream = metrics.mapping("ns", "stream", SourceKind::DynamoDBStreams);
-        queue.deleted.inc();
-        stream.dropped.inc();
+        let kinds = [
+            ("standard", SourceKind::Sqs),
+            ("fifo", SourceKind::SqsFifo),
+            ("kinesis", SourceKind::Kinesis),
+            ("dynamodb", SourceKind::DynamoDBStreams),
+        ];
+        for (name, kind) in kinds {
+            let mapping = metrics.mapping("ns", name, kind);
+            mapping.deleted.inc();
+            mapping.dropped.inc();
+            let series = exported(&registry, name);
+            assert!(
+                series.contains(&"esm_poller_records_polled_total".to_owned()),
+                "{name}"
+            );
+            let queue_only = ["deleted", "delete_failures", "oversized"];
+            let stream_only = ["dropped", "destination", "owned_shards"];
+            let (present, absent) = if kind.is_stream() {
+                (stream_only, queue_only)
+            } else {
+                (queue_only, stream_only)
+            };
+            for part in present {
+                assert!(series.iter().any(|f| f.contains(part)), "{name}: {part}");
+            }
+            for part in absent {
+                assert!(!series.iter().any(|f| f.contains(part)), "{name}: {part}");
+            }
+        }
 
-        let queue_series = exported(&registry, "queue");
-        assert!(queue_series.contains(&"esm_poller_records_deleted_total".to_owned()));
-        assert!(queue_series.contains(&"esm_poller_records_polled_total".to_owned()));
-        assert!(!queue_series.iter().any(|f| f.contains("dropped")
-            || f.contains("destination")
-            || f.contains("owned_shards")));
-        let stream_series = exported(&registry, "stream");
-        assert!(stream_series.contains(&"esm_poller_records_dropped_total".to_owned()));
-        assert!(stream_series.contains(&"esm_poller_owned_shards".to_owned()));
-        assert!(!stream_series.iter().any(|f| f.contains("deleted")
-            || f.contains("delete_failures")
-            || f.contains("oversized")));
-
-        metrics.forget("ns", "queue");
-        assert_eq!(exported(&registry, "queue"), Vec::<String>::new());
+        metrics.forget("ns", "standard");
+        assert_eq!(exported(&registry, "standard"), Vec::<String>::new());
         assert!(
-            !exported(&registry, "stream").is_empty(),
+            !exported(&registry, "fifo").is_empty(),
             "other mappings stay"
         );
+        for (name, _) in kinds {
+            metrics.forget("ns", name);
+            assert_eq!(exported(&registry, name), Vec::<String>::new(), "{name}");
+        }
     }
 }
