@@ -132,10 +132,8 @@ fn main() -> anyhow::Result<()> {
         .worker_threads
         .map(usize::from)
         .unwrap_or(match cli.command {
-            Command::Poller(_) => 1,
-            Command::Controller(_) | Command::Crd { .. } => {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            }
+            Command::Poller(_) | Command::Crd { .. } => 1,
+            Command::Controller(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
     // One thread: a current-thread runtime. Work-stealing threads wake each other for every
     // response, which cost a poller half again as much CPU per message on loopback
