@@ -26,3 +26,13 @@ impl Error {
         }
     }
 }
+
+/// `"path: "` before an error message about the field at `path`; nothing for the whole object
+/// (empty path).
+pub fn field_prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}

@@ -98,7 +98,7 @@ pub enum FilterError {
         max: usize,
     },
     /// The pattern is JSON but not a valid filter pattern.
-    #[error("{}{message}", at(.path))]
+    #[error("{}{message}", crate::error::field_prefix(.path))]
     Invalid {
         /// Dotted path of the offending key (`body.price`, `$or[1].size`); empty when the
         /// problem is the pattern as a whole.
@@ -107,7 +107,7 @@ pub enum FilterError {
         message: String,
     },
     /// More patterns than [`MAX_FILTERS`].
-    #[error("filterCriteria.filters: at most {max} patterns are allowed, got {count}")]
+    #[error("{}: {}", self.field().unwrap_or_default(), self.reason())]
     TooManyFilters {
         /// Patterns given.
         count: usize,
@@ -115,7 +115,7 @@ pub enum FilterError {
         max: usize,
     },
     /// A pattern of a [`FilterSet`] is invalid.
-    #[error("filterCriteria.filters[{index}].pattern: {error}")]
+    #[error("{}: {}", self.field().unwrap_or_default(), self.reason())]
     Filter {
         /// Index of the pattern in the list.
         index: usize,
@@ -124,11 +124,28 @@ pub enum FilterError {
     },
 }
 
-fn at(path: &str) -> String {
-    if path.is_empty() {
-        String::new()
-    } else {
-        format!("{path}: ")
+impl FilterError {
+    /// The mapping field an error of a [`FilterSet`] is about, relative to `spec`
+    /// (`filterCriteria.filters[2].pattern`); `None` for an error of a lone pattern.
+    pub fn field(&self) -> Option<String> {
+        match self {
+            FilterError::TooManyFilters { .. } => Some("filterCriteria.filters".into()),
+            FilterError::Filter { index, .. } => {
+                Some(format!("filterCriteria.filters[{index}].pattern"))
+            }
+            _ => None,
+        }
+    }
+
+    /// What is wrong, without [`FilterError::field`].
+    pub fn reason(&self) -> String {
+        match self {
+            FilterError::TooManyFilters { count, max } => {
+                format!("at most {max} patterns are allowed, got {count}")
+            }
+            FilterError::Filter { error, .. } => error.to_string(),
+            other => other.to_string(),
+        }
     }
 }
 

@@ -112,7 +112,8 @@ impl SourceSignals {
                 let config = self
                     .aws(&namespace, &kinesis.aws, "spec.source.kinesis")
                     .await?;
-                let stream = KinesisStreamId::of(kinesis).map_err(|e| e.to_string())?;
+                let stream = KinesisStreamId::of(kinesis)
+                    .map_err(|e| format!("spec.source.kinesis: {e}"))?;
                 self.stream(mapping, &KinesisStream::new(&config, stream))
                     .await
             }

@@ -5,9 +5,10 @@ use kube::api::DynamicObject;
 
 use crate::api::{EventSourceMapping, EventSourceMappingSpec, StartingPosition};
 
-/// Why a mapping cannot be run; `field` is the JSON path of the offending field.
+/// Why a mapping cannot be run; `field` is the JSON path of the offending field, empty when the
+/// object as a whole is at fault (the message then says what is missing).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("{}{message}", crate::error::field_prefix(.field))]
 pub struct InvalidSpec {
     pub field: String,
     pub message: String,
@@ -85,7 +86,10 @@ pub fn validate(mapping: &EventSourceMapping, now: Timestamp) -> Result<(), Inva
             kind,
             criteria.filters.iter().map(|f| f.pattern.as_str()),
         )
-        .map_err(|err| InvalidSpec::new("spec.filterCriteria", err.to_string()))?;
+        .map_err(|err| match err.field() {
+            Some(field) => InvalidSpec::new(format!("spec.{field}"), err.reason()),
+            None => InvalidSpec::new("spec.filterCriteria", err.to_string()),
+        })?;
     }
     Ok(())
 }
@@ -162,9 +166,11 @@ mod tests {
         }))
         .unwrap();
         let err = validate(&mapping, now()).unwrap_err();
-        assert_eq!(err.field, "spec.filterCriteria");
-        assert!(
-            err.message.contains("filters[1]") && err.message.contains("body.n"),
+        assert_eq!(err.field, "spec.filterCriteria.filters[1].pattern");
+        assert!(err.message.starts_with("body.n: "), "{err}");
+        assert_eq!(
+            err.to_string().matches("filterCriteria").count(),
+            1,
             "{err}"
         );
     }
@@ -194,5 +200,18 @@ mod tests {
         .unwrap();
         let err = parse(&object).unwrap_err();
         assert_eq!(err.field, "spec.batchSize");
+    }
+
+    #[test]
+    fn an_object_without_spec_is_reported_without_an_empty_field() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "esm.dev/v1alpha1",
+            "kind": "EventSourceMapping",
+            "metadata": {"name": "m", "namespace": "n"},
+        }))
+        .unwrap();
+        let err = parse(&object).unwrap_err();
+        assert_eq!(err.field, "");
+        assert_eq!(err.to_string(), "missing field `spec`");
     }
 }

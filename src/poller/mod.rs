@@ -61,7 +61,8 @@ pub enum SetupError {
     Queue(#[from] SqsError),
     #[error(transparent)]
     Target(#[from] TargetConfigError),
-    #[error("spec.filterCriteria: {0}")]
+    /// Names the pattern at fault (`spec.filterCriteria.filters[1].pattern: ...`).
+    #[error("spec.{0}")]
     Filter(#[from] FilterError),
     #[error("{field}: cannot read the stream: {error}")]
     Stream {

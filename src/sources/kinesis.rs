@@ -26,13 +26,14 @@ pub enum KinesisStreamId {
 }
 
 impl KinesisStreamId {
-    /// The stream a mapping's `source.kinesis` names.
+    /// The stream a mapping's `source.kinesis` names; the error leaves naming that field to
+    /// the caller.
     pub fn of(source: &KinesisSource) -> Result<Self, Error> {
         match (&source.stream_arn, &source.stream_name) {
             (Some(arn), None) => Ok(KinesisStreamId::Arn(arn.clone())),
             (None, Some(name)) => Ok(KinesisStreamId::Name(name.clone())),
             _ => Err(Error::Config(
-                "source.kinesis: exactly one of streamArn, streamName must be set".into(),
+                "exactly one of streamArn, streamName must be set".into(),
             )),
         }
     }
