@@ -742,6 +742,13 @@ mod tests {
         let kinesis = SourceKind::Kinesis;
         let json = kinesis_record("4960001", "customer-7", br#"{"type":"order"}"#);
         let binary = kinesis_record("4960002", "customer-8", &[0, 159, 255]);
+        // Not UTF-8 in a field no pattern names: still not JSON.
+        let broken = kinesis_record(
+            "4960003",
+            "customer-9",
+            b"{\"a\":\"\xff\",\"type\":\"order\"}",
+        );
+        assert!(!agree(kinesis, r#"{"data":{"type":["order"]}}"#, &broken));
         for (pattern, on_json, on_binary) in [
             (r#"{"data":{"type":["order"]}}"#, true, false),
             (r#"{"partitionKey":[{"prefix":"customer-"}]}"#, true, true),

@@ -377,8 +377,13 @@ impl KeyTree {
         if let Some(data) = data
             && let Some(tree) = self.child(data.key)
         {
-            let value = parse_pruned(Pruned { tree, top: None }, data.bytes)
-                .unwrap_or_else(|_| data.plain());
+            // JSON is UTF-8 throughout; the pruned parse does not look inside the strings it
+            // skips, so check the whole text first. (Skipped numbers beyond f64 and nesting
+            // beyond serde_json's 128 levels are valid JSON and are taken as such.)
+            let json = std::str::from_utf8(data.bytes)
+                .ok()
+                .and_then(|_| parse_pruned(Pruned { tree, top: None }, data.bytes).ok());
+            let value = json.unwrap_or_else(|| data.plain());
             view.insert(data.key.to_owned(), value);
         }
         Value::Object(view)
