@@ -600,9 +600,13 @@ async fn kinesis_failover_after_sigkill_resumes_from_checkpoints() {
     let (last, shard_of_key) = stream.put_tracked(&records).await;
     let victim: Arc<std::sync::Mutex<Option<KillOnDrop>>> = Arc::default();
     let killer = victim.clone();
-    // The process is killed (SIGKILL) while the target answers its 60th call.
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trigger = armed.clone();
+    // The process is killed (SIGKILL) while the target answers a call, from the 60th on, once
+    // the process holds shards.
     let target = EventTarget::<KinesisEvent>::start(move |call, _| {
-        if call == 60
+        if call >= 60
+            && trigger.load(std::sync::atomic::Ordering::SeqCst)
             && let Some(process) = killer.lock().unwrap().take()
         {
             drop(process);
@@ -623,6 +627,15 @@ async fn kinesis_failover_after_sigkill_resumes_from_checkpoints() {
         .await;
     let survivor = fixture.start("orders", "poller-b");
     *victim.lock().unwrap() = Some(spawn_poller_process(&fixture, "orders", "poller-a"));
+    wait::until("the poller process holding shards", WAIT, || async {
+        let leases = fixture.leases("orders").await;
+        leases
+            .values()
+            .any(|(holder, _)| holder.as_deref() == Some("poller-a"))
+            .then_some(())
+    })
+    .await;
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
     wait::until("the kill", WAIT, || async {
         victim.lock().unwrap().is_none().then_some(())
     })
@@ -634,6 +647,10 @@ async fn kinesis_failover_after_sigkill_resumes_from_checkpoints() {
         .filter(|(_, (holder, _))| holder.as_deref() == Some("poller-a"))
         .map(|(shard, _)| shard)
         .collect();
+    assert!(
+        !held_by_victim.is_empty(),
+        "the killed poller held shards: nothing failed over otherwise"
+    );
     fixture.wait_for_checkpoints("orders", &last).await;
     let leases = fixture.leases("orders").await;
     assert!(
