@@ -248,13 +248,7 @@ impl Serialize for StreamEventRecord {
                 record.serialize_field("eventSource", DYNAMODB_EVENT_SOURCE)?;
                 record.serialize_field("awsRegion", &*origin.aws_region)?;
                 if let Some(identity) = &change.user_identity {
-                    record.serialize_field(
-                        "userIdentity",
-                        &serde_json::json!({
-                            "type": identity.identity_type,
-                            "principalId": identity.principal_id,
-                        }),
-                    )?;
+                    record.serialize_field("userIdentity", identity)?;
                 }
                 record.serialize_field(
                     "dynamodb",

@@ -128,8 +128,7 @@ fn object_key(namespace: Option<String>, name: &str) -> String {
 
 /// Exponential backoff: 2 s, 4 s, 8 s, ... capped at 5 minutes.
 pub fn backoff_delay(consecutive_failures: u32) -> Duration {
-    let exponent = consecutive_failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+    crate::poller::retry::retry_delay(consecutive_failures, BACKOFF_BASE, BACKOFF_MAX)
 }
 
 fn error_policy(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {

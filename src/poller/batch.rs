@@ -71,10 +71,6 @@ impl<T: Measured> Batcher<T> {
         }
     }
 
-    pub fn limits(&self) -> BatchLimits {
-        self.limits
-    }
-
     /// Records the open batch still takes; what the next receive should ask for.
     pub fn room(&self) -> usize {
         if self.sealed {
@@ -137,7 +133,8 @@ impl<T: Measured> Batcher<T> {
     }
 
     /// Size of the open batch's event.
-    pub fn event_len(&self) -> usize {
+    #[cfg(test)]
+    fn event_len(&self) -> usize {
         event_len(self.records.len(), self.record_bytes)
     }
 

@@ -466,8 +466,11 @@ async fn changed(mapping: &mut watch::Receiver<Option<EventSourceMapping>>, spec
 
 /// 1 s, 2 s, 4 s, ... up to [`SETUP_BACKOFF_MAX`].
 fn setup_backoff(consecutive_failures: u32) -> Duration {
-    let exponent = consecutive_failures.saturating_sub(1).min(16);
-    Duration::from_secs(1 << exponent).min(SETUP_BACKOFF_MAX)
+    retry::retry_delay(
+        consecutive_failures,
+        Duration::from_secs(1),
+        SETUP_BACKOFF_MAX,
+    )
 }
 
 /// The `poller` subcommand: runs one mapping's pollers with an admin server (`/metrics`,

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::batch::{BatchLimits, Batcher, Measured, Oversized, fill};
 use super::metrics::MappingMetrics;
+use super::retry::retry_delay;
 use super::status::ProcessingResults;
 use crate::api::EventSourceMappingSpec;
 use crate::event::{
@@ -395,7 +396,8 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
                     break;
                 }
                 if attempt < DELETE_ATTEMPTS {
-                    tokio::time::sleep(DELETE_RETRY_BASE * 2u32.pow(attempt - 1)).await;
+                    tokio::time::sleep(retry_delay(attempt, DELETE_RETRY_BASE, Duration::MAX))
+                        .await;
                 }
             }
             if let Some(first) = receipts.first() {
@@ -444,8 +446,11 @@ async fn retired(loops: &mut watch::Receiver<usize>, index: usize) {
 
 /// 1 s, 2 s, 4 s, ... up to [`RECEIVE_BACKOFF_MAX`].
 fn receive_backoff(consecutive_failures: u32) -> Duration {
-    let exponent = consecutive_failures.saturating_sub(1).min(16);
-    Duration::from_secs(1 << exponent).min(RECEIVE_BACKOFF_MAX)
+    retry_delay(
+        consecutive_failures,
+        Duration::from_secs(1),
+        RECEIVE_BACKOFF_MAX,
+    )
 }
 
 #[cfg(test)]

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, ShardIteratorType};
 use aws_types::SdkConfig;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value};
 
 use super::sharded::{
@@ -219,14 +217,14 @@ fn attribute_json(value: AttributeValue) -> Result<Value, String> {
     let (type_tag, json) = match value {
         AttributeValue::S(text) => ("S", Value::String(text)),
         AttributeValue::N(number) => ("N", Value::String(number)),
-        AttributeValue::B(bytes) => ("B", Value::String(BASE64.encode(bytes.as_ref()))),
+        AttributeValue::B(bytes) => ("B", Value::String(crate::event::base64(bytes.as_ref()))),
         AttributeValue::Ss(texts) => ("SS", strings(texts)),
         AttributeValue::Ns(numbers) => ("NS", strings(numbers)),
         AttributeValue::Bs(blobs) => (
             "BS",
             blobs
                 .iter()
-                .map(|bytes| Value::String(BASE64.encode(bytes.as_ref())))
+                .map(|bytes| Value::String(crate::event::base64(bytes.as_ref())))
                 .collect(),
         ),
         AttributeValue::M(item) => ("M", item_json(item)?),

@@ -125,9 +125,12 @@ impl DynamoDbEventName {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who made a change (TTL deletions: the DynamoDB service), as Lambda's `userIdentity`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DynamoDbUserIdentity {
+    #[serde(rename = "principalId")]
     pub principal_id: Option<String>,
+    #[serde(rename = "type")]
     pub identity_type: Option<String>,
 }
 
