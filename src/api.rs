@@ -514,6 +514,9 @@ pub struct ScalingSignals {
     pub busy_batches: Option<u32>,
 }
 
+/// What is wrong with `spec.source` when [`EventSourceMappingSpec::source_kind`] is `None`.
+pub const ONE_SOURCE: &str = "exactly one of sqs, kinesis, dynamodbStreams must be set";
+
 impl EventSourceMappingSpec {
     /// The kind of source, from the one source field that is set.
     pub fn source_kind(&self) -> Option<SourceKind> {

@@ -20,6 +20,7 @@ use super::validate::{self, InvalidSpec};
 use super::{Context, Pollers};
 use crate::api::{EventSourceMapping, EventSourceMappingStatus};
 use crate::error::Result;
+use crate::poller::status::PROBLEM_PREFIX;
 
 /// The one field manager for everything the controller applies.
 pub const FIELD_MANAGER: &str = "esm-operator";
@@ -301,7 +302,7 @@ async fn report_malformed(
             "apiVersion": "esm.dev/v1alpha1",
             "kind": "EventSourceMapping",
             "status": {
-                "lastProcessingResult": format!("PROBLEM: malformed spec: {invalid}"),
+                "lastProcessingResult": format!("{PROBLEM_PREFIX}malformed spec: {invalid}"),
                 "conditions": conditions,
                 "observedGeneration": object.metadata.generation,
             },

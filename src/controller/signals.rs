@@ -128,9 +128,7 @@ impl SourceSignals {
                 self.stream(mapping, &DynamoDbStream::new(&config, &dynamodb.stream_arn))
                     .await
             }
-            None => {
-                Err("spec.source: exactly one of sqs, kinesis, dynamodbStreams must be set".into())
-            }
+            None => Err(format!("spec.source: {}", crate::api::ONE_SOURCE)),
         }
     }
 

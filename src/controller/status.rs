@@ -6,6 +6,7 @@ use super::validate::InvalidSpec;
 use crate::api::{EventSourceMapping, EventSourceMappingStatus, State};
 
 pub const READY: &str = "Ready";
+/// Starts with [`crate::poller::status::PROBLEM_PREFIX`], as every problem the pollers report.
 const INVALID_SPEC_PROBLEM: &str = "PROBLEM: invalid spec: ";
 const NO_RECORDS: &str = "No records processed";
 

@@ -37,10 +37,7 @@ pub fn parse(object: &DynamicObject) -> Result<EventSourceMapping, InvalidSpec> 
 pub fn validate(mapping: &EventSourceMapping, now: Timestamp) -> Result<(), InvalidSpec> {
     let spec = &mapping.spec;
     let Some(kind) = spec.source_kind() else {
-        return Err(InvalidSpec::new(
-            "spec.source",
-            "exactly one of sqs, kinesis, dynamodbStreams must be set",
-        ));
+        return Err(InvalidSpec::new("spec.source", crate::api::ONE_SOURCE));
     };
     check_target(spec)?;
     match (kind.is_stream(), spec.starting_position) {

@@ -75,7 +75,7 @@ pub enum SetupError {
     KinesisSource(crate::error::Error),
     #[error(transparent)]
     Destination(#[from] DestinationError),
-    #[error("spec.source: exactly one of sqs, kinesis, dynamodbStreams must be set")]
+    #[error("spec.source: {}", crate::api::ONE_SOURCE)]
     NoSource,
 }
 
