@@ -54,6 +54,9 @@ pub fn child_name(mapping: &str) -> String {
     format!("esm-{mapping}")
 }
 
+/// `app.kubernetes.io/managed-by` of every child object; the controller watches children by it.
+pub const MANAGED_BY: &str = "esm-operator";
+
 pub fn labels(mapping: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
@@ -62,7 +65,7 @@ pub fn labels(mapping: &str) -> BTreeMap<String, String> {
         ),
         (
             "app.kubernetes.io/managed-by".to_string(),
-            "esm-operator".to_string(),
+            MANAGED_BY.to_string(),
         ),
         (MAPPING_LABEL.to_string(), mapping.to_string()),
     ])
@@ -186,8 +189,7 @@ pub fn build(mapping: &EventSourceMapping, config: &PollerConfig, replicas: i32)
         }),
         ..Container::default()
     };
-    let mut pod_labels = labels(&name);
-    pod_labels.extend(selector.clone());
+    let pod_labels = labels(&name);
     let deployment = Deployment {
         metadata: meta,
         spec: Some(DeploymentSpec {
@@ -316,8 +318,15 @@ pub fn spec_hash(mapping: &EventSourceMapping) -> String {
     spec.enabled = true;
     spec.scaling_config = None;
     let json = serde_json::to_vec(&spec).expect("a spec always serializes");
-    let digest = Sha256::digest(&json);
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(&json)[..16].to_owned()
+}
+
+/// SHA-256 of `bytes` in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -201,8 +201,10 @@ pub async fn run(
         signals,
     ));
     // Children carry the mapping label; watching only those keeps the cache small.
-    let children =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    let children = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        build::MANAGED_BY
+    ));
     let controller = Controller::new_with(mappings, watcher::Config::default(), resource.clone())
         .owns(deployments, children)
         .graceful_shutdown_on(shutdown);

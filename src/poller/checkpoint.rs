@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
+use crate::controller::build::sha256_hex;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use sha2::{Digest, Sha256};
 
 use crate::sources::sharded::Shard;
 
@@ -300,7 +300,7 @@ pub fn plan(
             .collect();
         // Replicas start at different places in the free list so they rarely race for one.
         if !free.is_empty() {
-            let start = u64::from_str_radix(&name_hash(holder)[..8], 16).unwrap_or(0);
+            let start = u64::from_str_radix(&sha256_hex(holder.as_bytes())[..8], 16).unwrap_or(0);
             let start = (start % free.len() as u64) as usize;
             free.rotate_left(start);
         }
@@ -391,19 +391,11 @@ pub async fn balance<S: ShardLeaseStore>(
     Ok(assignment)
 }
 
-/// Hex sha256 of `text`.
-fn name_hash(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
 /// The Lease name of a mapping's shard: `esm-MAPPING-SHARD-HASH`, the shard id lowercased with
 /// other characters than `[a-z0-9]` as `-` (shortened to fit 253 characters) and a hash of the
 /// exact id so that ids differing in case or punctuation never share a name.
 pub fn shard_lease_name(mapping: &str, shard_id: &str) -> String {
-    let hash = &name_hash(shard_id)[..NAME_HASH_LENGTH];
+    let hash = &sha256_hex(shard_id.as_bytes())[..NAME_HASH_LENGTH];
     let room = MAX_NAME_LENGTH.saturating_sub("esm---".len() + mapping.len() + NAME_HASH_LENGTH);
     let readable: String = shard_id
         .chars()
@@ -420,7 +412,7 @@ pub fn shard_lease_name(mapping: &str, shard_id: &str) -> String {
 pub fn presence_lease_name(mapping: &str, holder: &str) -> String {
     format!(
         "esm-{mapping}-poller-{}",
-        &name_hash(holder)[..NAME_HASH_LENGTH]
+        &sha256_hex(holder.as_bytes())[..NAME_HASH_LENGTH]
     )
 }
 
