@@ -23,7 +23,6 @@ use std::pin::pin;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus::Registry;
@@ -398,14 +397,26 @@ async fn report_visibility_timeout(
             ("False", "TooShort", too_short.to_string())
         }
     };
-    let condition = Condition {
-        type_: status::QUEUE_VISIBILITY_TIMEOUT.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: mapping.metadata.generation,
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-    };
+    // Set on the mapping's current conditions so the transition time stays while the
+    // outcome does not change (pollers restart on every spec change).
+    let mut conditions = mapping
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    crate::controller::status::set_condition(
+        &mut conditions,
+        status::QUEUE_VISIBILITY_TIMEOUT,
+        status,
+        reason,
+        &message,
+        mapping.metadata.generation,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    let condition = conditions
+        .into_iter()
+        .find(|c| c.type_ == status::QUEUE_VISIBILITY_TIMEOUT)
+        .expect("the condition was just set");
     let api: Api<EventSourceMapping> =
         Api::namespaced(client.clone(), &mapping.namespace().unwrap_or_default());
     if let Err(err) = status::report_check(&api, &mapping.name_any(), &condition).await {
