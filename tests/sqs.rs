@@ -5,8 +5,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
+use aws_config::SdkConfig;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use esm_operator::api::{HttpEndpoint, SourceKind, Target};
@@ -19,16 +18,8 @@ use esm_operator::sources::sqs::{Queue, SqsQueue};
 use esm_operator::target::HttpTarget;
 use support::emulators::Emulators;
 use support::target::{TestTarget, batch_item_failures};
+use support::wait;
 use tokio::sync::watch;
-
-async fn sdk_config(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .load()
-        .await
-}
 
 async fn create_queue(
     client: &Client,
@@ -171,18 +162,6 @@ impl Poller {
     }
 }
 
-/// Polls `done` every 100 ms; fails after `limit` (a hang guard, not a timing assertion).
-async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !done().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn message_ids(calls: &[support::target::Call]) -> Vec<String> {
     calls
         .iter()
@@ -194,7 +173,7 @@ fn message_ids(calls: &[support::target::Call]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_queue_2000_messages_none_lost_each_deleted_once() {
     let emulators = Emulators::start(&["fauxqs"]);
-    let config = sdk_config(emulators.endpoint("fauxqs")).await;
+    let config = emulators.sdk_config("fauxqs");
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -215,8 +194,8 @@ async fn standard_queue_2000_messages_none_lost_each_deleted_once() {
     )
     .await;
     let metrics = poller.metrics.clone();
-    wait_until("2000 deleted", Duration::from_secs(300), async || {
-        metrics.deleted.get() >= 2000
+    wait::until("2000 deleted", Duration::from_secs(300), || async {
+        (metrics.deleted.get() >= 2000).then_some(())
     })
     .await;
     let (metrics, results) = poller.stop().await;
@@ -267,7 +246,7 @@ async fn standard_queue_2000_messages_none_lost_each_deleted_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_calls_come_back_and_are_delivered_later() {
     let emulators = Emulators::start(&["moto"]);
-    let config = sdk_config(emulators.endpoint("moto")).await;
+    let config = emulators.sdk_config("moto");
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -295,8 +274,8 @@ async fn failed_calls_come_back_and_are_delivered_later() {
     )
     .await;
     let metrics = poller.metrics.clone();
-    wait_until("30 deleted", Duration::from_secs(120), async || {
-        metrics.deleted.get() >= 30
+    wait::until("30 deleted", Duration::from_secs(120), || async {
+        (metrics.deleted.get() >= 30).then_some(())
     })
     .await;
     let (metrics, _) = poller.stop().await;
@@ -340,7 +319,7 @@ async fn failed_calls_come_back_and_are_delivered_later() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_batch_response_redelivers_exactly_the_listed_messages() {
     let emulators = Emulators::start(&["moto"]);
-    let config = sdk_config(emulators.endpoint("moto")).await;
+    let config = emulators.sdk_config("moto");
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -372,8 +351,8 @@ async fn partial_batch_response_redelivers_exactly_the_listed_messages() {
     )
     .await;
     let metrics = poller.metrics.clone();
-    wait_until("40 deleted", Duration::from_secs(120), async || {
-        metrics.deleted.get() >= 40
+    wait::until("40 deleted", Duration::from_secs(120), || async {
+        (metrics.deleted.get() >= 40).then_some(())
     })
     .await;
     poller.stop().await;
@@ -396,7 +375,7 @@ async fn partial_batch_response_redelivers_exactly_the_listed_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_policy_moves_a_poison_message_to_the_dlq() {
     let emulators = Emulators::start(&["moto"]);
-    let config = sdk_config(emulators.endpoint("moto")).await;
+    let config = emulators.sdk_config("moto");
     let client = Client::new(&config);
     let dlq = create_queue(&client, "poison-dlq", &[]).await;
     let dlq_arn = client
@@ -441,8 +420,8 @@ async fn redrive_policy_moves_a_poison_message_to_the_dlq() {
         FilterSet::default(),
     )
     .await;
-    wait_until("poison in the DLQ", Duration::from_secs(120), async || {
-        queue_counts(&client, &dlq).await.0 == 1
+    wait::until("poison in the DLQ", Duration::from_secs(120), || async {
+        (queue_counts(&client, &dlq).await.0 == 1).then_some(())
     })
     .await;
     poller.stop().await;
@@ -477,7 +456,7 @@ async fn redrive_policy_moves_a_poison_message_to_the_dlq() {
 async fn fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas() {
     let (groups, per_group) = (20, 50);
     let emulators = Emulators::start(&["fauxqs"]);
-    let config = sdk_config(emulators.endpoint("fauxqs")).await;
+    let config = emulators.sdk_config("fauxqs");
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -531,10 +510,12 @@ async fn fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas() {
         .await,
     ];
     let deleted = [replicas[0].metrics.clone(), replicas[1].metrics.clone()];
-    wait_until(
+    wait::until(
         "every FIFO message deleted",
         Duration::from_secs(400),
-        async || deleted.iter().map(|m| m.deleted.get()).sum::<u64>() >= total as u64,
+        || async {
+            (deleted.iter().map(|m| m.deleted.get()).sum::<u64>() >= total as u64).then_some(())
+        },
     )
     .await;
     for replica in replicas {
@@ -572,7 +553,7 @@ async fn fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_deliver_matches_and_delete_the_rest() {
     let emulators = Emulators::start(&["moto"]);
-    let config = sdk_config(emulators.endpoint("moto")).await;
+    let config = emulators.sdk_config("moto");
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -616,8 +597,8 @@ async fn filters_deliver_matches_and_delete_the_rest() {
     let target = TestTarget::accepting().await;
     let poller = start_poller(&config, &url, &target, settings(10, 1, false), filters).await;
     let metrics = poller.metrics.clone();
-    wait_until("5 deleted", Duration::from_secs(60), async || {
-        metrics.deleted.get() >= 5
+    wait::until("5 deleted", Duration::from_secs(60), || async {
+        (metrics.deleted.get() >= 5).then_some(())
     })
     .await;
     let (metrics, _) = poller.stop().await;
@@ -652,7 +633,7 @@ async fn filters_deliver_matches_and_delete_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_set_over_6_mb_is_split_into_events_under_the_limit() {
     let emulators = Emulators::start(&["moto"]);
-    let config = sdk_config(emulators.endpoint("moto")).await;
+    let config = emulators.sdk_config("moto");
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -679,8 +660,8 @@ async fn a_message_set_over_6_mb_is_split_into_events_under_the_limit() {
     settings.window = Duration::from_secs(3);
     let poller = start_poller(&config, &url, &target, settings, FilterSet::default()).await;
     let metrics = poller.metrics.clone();
-    wait_until("30 deleted", Duration::from_secs(120), async || {
-        metrics.deleted.get() >= 30
+    wait::until("30 deleted", Duration::from_secs(120), || async {
+        (metrics.deleted.get() >= 30).then_some(())
     })
     .await;
     let (metrics, _) = poller.stop().await;
@@ -709,7 +690,7 @@ async fn a_message_set_over_6_mb_is_split_into_events_under_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_that_does_not_exist_is_a_clear_error() {
     let emulators = Emulators::start(&["moto"]);
-    let config = sdk_config(emulators.endpoint("moto")).await;
+    let config = emulators.sdk_config("moto");
     let url = format!("{}/123456789012/missing", emulators.endpoint("moto"));
     let err = SqsQueue::connect(&config, &url)
         .await
