@@ -274,24 +274,23 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
             .receive(max.min(MAX_MESSAGES_PER_CALL), wait)
             .await?;
         self.metrics.polled.inc_by(records.len() as u64);
-        let (pass, dropped): (Vec<SqsRecord>, Vec<SqsRecord>) = if self.filters.is_empty() {
-            (records, Vec::new())
-        } else {
-            records
-                .into_iter()
-                .partition(|record| self.filters.matches(record))
-        };
+        let mut pass = Vec::with_capacity(records.len());
+        let mut dropped = Vec::new();
+        for record in records {
+            if self.filters.matches(&record) {
+                pass.push(Pending {
+                    encoded_len: encoded_len(&record),
+                    record,
+                });
+            } else {
+                dropped.push(record);
+            }
+        }
         if !dropped.is_empty() {
             self.metrics.filtered_out.inc_by(dropped.len() as u64);
             self.delete(dropped.iter()).await;
         }
-        Ok(pass
-            .into_iter()
-            .map(|record| Pending {
-                encoded_len: encoded_len(&record),
-                record,
-            })
-            .collect())
+        Ok(pass)
     }
 
     /// A message that cannot fit any event is not sent and not deleted: it comes back after

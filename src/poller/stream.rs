@@ -636,18 +636,20 @@ where
         shard.metrics.polled(records.len());
         let mut by_lane: Vec<Vec<Pending>> = (0..lanes.len()).map(|_| Vec::new()).collect();
         let mut filtered = 0;
+        // One lock for the page: every record takes a position, filtered ones finish at once.
+        let mut watermark = shard.watermark();
         for record in records {
             if skip == Some(record.sequence_number.as_str()) {
                 continue;
             }
-            let position = shard.push();
+            let position = watermark.push();
             let record = StreamEventRecord {
                 record,
                 origin: shard.origin.clone(),
             };
             if !self.filters.matches(&record) {
                 filtered += 1;
-                shard.finish(position, record.record.sequence_number);
+                watermark.finish(position, record.record.sequence_number);
                 continue;
             }
             let lane = lane_of(record.record.ordering_key(), lanes.len());
@@ -657,6 +659,8 @@ where
                 record,
             });
         }
+        drop(watermark);
+        shard.notify_finished(filtered);
         shard.metrics.filtered_out(filtered);
         for (lane, records) in lanes.iter().zip(by_lane) {
             if !records.is_empty() {
@@ -793,12 +797,7 @@ where
                 }
                 _ => self.results.ok(),
             }
-            for pending in &mut batch[step.done.clone()] {
-                shard.finish(
-                    pending.position,
-                    std::mem::take(&mut pending.record.record.sequence_number),
-                );
-            }
+            shard.finish(&mut batch[step.done.clone()]);
             if let Some(range) = step.discard
                 && !self
                     .discard(
@@ -914,12 +913,7 @@ where
             tracing::warn!(shard = %shard_id, "no on-failure destination: the discarded records are only counted");
         }
         shard.metrics.dropped(range.len());
-        for pending in &mut batch[range] {
-            shard.finish(
-                pending.position,
-                std::mem::take(&mut pending.record.record.sequence_number),
-            );
-        }
+        shard.finish(&mut batch[range]);
         true
     }
 }
@@ -1008,13 +1002,24 @@ impl ShardRun {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn push(&self) -> u64 {
-        self.watermark().push()
+    /// Marks these records finished (their sequence numbers are taken), under one lock.
+    fn finish(&self, records: &mut [Pending]) {
+        let mut watermark = self.watermark();
+        for pending in records.iter_mut() {
+            watermark.finish(
+                pending.position,
+                std::mem::take(&mut pending.record.record.sequence_number),
+            );
+        }
+        drop(watermark);
+        self.notify_finished(records.len());
     }
 
-    fn finish(&self, position: u64, sequence_number: String) {
-        self.watermark().finish(position, sequence_number);
-        self.finished.send_modify(|count| *count += 1);
+    /// Wakes the checkpointer and a reader waiting for room when `count` records finished.
+    fn notify_finished(&self, count: usize) {
+        if count > 0 {
+            self.finished.send_modify(|finished| *finished += count as u64);
+        }
     }
 
     fn outstanding(&self) -> usize {
