@@ -6,9 +6,6 @@ pub enum Error {
     #[error("Kubernetes API error: {0}")]
     Kube(#[from] kube::Error),
 
-    #[error("serialization error: {0}")]
-    Serialization(#[from] serde_json::Error),
-
     #[error("{0}")]
     Config(String),
 }
@@ -21,7 +18,6 @@ impl Error {
         match self {
             Error::Kube(kube::Error::Api(_)) => "kube_api",
             Error::Kube(_) => "kube_client",
-            Error::Serialization(_) => "serialization",
             Error::Config(_) => "config",
         }
     }

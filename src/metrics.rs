@@ -1,6 +1,6 @@
 //! Prometheus metrics of the controller.
 use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::error::Error;
 
@@ -9,7 +9,7 @@ pub struct ControllerMetrics {
     pub registry: Registry,
     reconciles: IntCounterVec,
     errors: IntCounterVec,
-    duration: HistogramVec,
+    duration: Histogram,
     concurrency: IntGaugeVec,
     replicas: IntGaugeVec,
 }
@@ -30,7 +30,7 @@ impl ControllerMetrics {
             &["reason"],
         )
         .expect("valid metric");
-        let duration = HistogramVec::new(
+        let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "esm_controller_reconcile_duration_seconds",
                 "Time a reconciliation took",
@@ -38,7 +38,6 @@ impl ControllerMetrics {
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
-            &[],
         )
         .expect("valid metric");
         let concurrency = IntGaugeVec::new(
@@ -97,9 +96,7 @@ impl ControllerMetrics {
     /// Counts a reconciliation and times it until the returned guard drops.
     pub fn reconcile_started(&self, namespace: &str) -> prometheus::HistogramTimer {
         self.reconciles.with_label_values(&[namespace]).inc();
-        self.duration
-            .with_label_values(&[] as &[&str])
-            .start_timer()
+        self.duration.start_timer()
     }
 
     /// Reconciliations run so far (all namespaces).

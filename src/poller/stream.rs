@@ -1018,7 +1018,8 @@ impl ShardRun {
     /// Wakes the checkpointer and a reader waiting for room when `count` records finished.
     fn notify_finished(&self, count: usize) {
         if count > 0 {
-            self.finished.send_modify(|finished| *finished += count as u64);
+            self.finished
+                .send_modify(|finished| *finished += count as u64);
         }
     }
 
