@@ -280,6 +280,16 @@ pub struct Target {
     pub timeout_seconds: Option<u32>,
 }
 
+impl Target {
+    /// `timeoutSeconds`, or its default.
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(
+            self.timeout_seconds
+                .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
+        ))
+    }
+}
+
 /// A Service in the cluster.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

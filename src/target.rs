@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, Target};
+use crate::api::Target;
 
 /// Most of a response body that is read: Lambda's response payload limit. A larger partial
 /// batch response fails the batch; other answers only need the status.
@@ -195,11 +195,7 @@ impl HttpTarget {
             .user_agent(concat!("esm-operator/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|err| TargetConfigError::Client(err.to_string()))?;
-        let timeout = Duration::from_secs(u64::from(
-            target
-                .timeout_seconds
-                .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
-        ));
+        let timeout = target.timeout();
         Ok(Self {
             client,
             url,

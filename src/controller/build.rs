@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, EventSourceMapping};
+use crate::api::EventSourceMapping;
 use crate::telemetry::LogFormat;
 
 /// Label every child carries, naming its mapping.
@@ -121,13 +121,7 @@ pub fn build(mapping: &EventSourceMapping, config: &PollerConfig, replicas: i32)
         ),
         (MAPPING_LABEL.to_string(), name.clone()),
     ]);
-    let timeout = i64::from(
-        mapping
-            .spec
-            .target
-            .timeout_seconds
-            .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
-    );
+    let timeout = mapping.spec.target.timeout().as_secs() as i64;
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),

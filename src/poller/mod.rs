@@ -34,7 +34,7 @@ use self::queue::{Activity, QueuePoller, QueueSettings};
 use self::status::ProcessingResults;
 use self::stream::{StreamIdentity, StreamPoller, StreamSettings};
 use crate::admin::{self, Readiness};
-use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, EventSourceMapping, SourceKind};
+use crate::api::{EventSourceMapping, SourceKind};
 use crate::controller::build::spec_hash;
 use crate::destination::{Destination, DestinationError, SqsDestination};
 use crate::filter::{FilterError, FilterSet};
@@ -172,13 +172,7 @@ pub async fn run_mapping(
         };
         tracing::info!(%namespace, %name, "pollers started");
         running.set(true);
-        let grace = Duration::from_secs(u64::from(
-            current
-                .spec
-                .target
-                .timeout_seconds
-                .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
-        )) + STOP_MARGIN;
+        let grace = current.spec.target.timeout() + STOP_MARGIN;
         let (stop_tx, stop_rx) = watch::channel(false);
         // Queue pollers report their activity for scaling; stream replicas announce themselves
         // through the presence Lease their lease balancing keeps (same name: one or the other).

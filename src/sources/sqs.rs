@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
 };
 
-use crate::api::{DEFAULT_TARGET_TIMEOUT_SECONDS, EventSourceMappingSpec};
+use crate::api::EventSourceMappingSpec;
 use crate::event::{SQS_EVENT_SOURCE, SqsMessageAttribute, SqsRecord, base64};
 
 /// Most messages one ReceiveMessage returns and one batch request takes.
@@ -361,11 +361,7 @@ pub fn check_visibility_timeout(
     visibility_timeout: Duration,
     spec: &EventSourceMappingSpec,
 ) -> Result<(), VisibilityTimeoutTooShort> {
-    let target_timeout_seconds = u64::from(
-        spec.target
-            .timeout_seconds
-            .unwrap_or(DEFAULT_TARGET_TIMEOUT_SECONDS),
-    );
+    let target_timeout_seconds = spec.target.timeout().as_secs();
     let window_seconds = u64::from(spec.maximum_batching_window_in_seconds.unwrap_or(0));
     let advised_seconds = 6 * target_timeout_seconds + window_seconds;
     let visibility_timeout_seconds = visibility_timeout.as_secs();
