@@ -551,6 +551,18 @@ impl EventSourceMappingSpec {
         })
     }
 
+    /// `maximumBatchingWindowInSeconds`, 0 when unset.
+    pub fn batching_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(
+            self.maximum_batching_window_in_seconds.unwrap_or(0),
+        ))
+    }
+
+    /// Concurrent batches per shard (`parallelizationFactor`), 1 when unset.
+    pub fn effective_parallelization_factor(&self) -> u32 {
+        self.parallelization_factor.unwrap_or(1).max(1)
+    }
+
     pub fn batches_per_replica(&self) -> u32 {
         self.poller
             .as_ref()

@@ -306,7 +306,7 @@ fn need(
             open_shards,
             readable_shards,
         } => {
-            let factor = parallelization_factor(spec);
+            let factor = spec.effective_parallelization_factor();
             let shards = open_shards.max(readable_shards).max(1);
             Need {
                 concurrency: shards.saturating_mul(factor),
@@ -390,10 +390,6 @@ fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
     Duration::try_from(now.duration_since(since)).unwrap_or(Duration::ZERO)
 }
 
-fn parallelization_factor(spec: &EventSourceMappingSpec) -> u32 {
-    spec.parallelization_factor.unwrap_or(1).max(1)
-}
-
 /// The least concurrency of an enabled mapping.
 fn floor(
     spec: &EventSourceMappingSpec,
@@ -404,7 +400,9 @@ fn floor(
         Some(SourceKind::Sqs) => settings
             .initial_concurrency
             .clamp(1, cap(spec, kind, settings)),
-        Some(SourceKind::Kinesis | SourceKind::DynamoDBStreams) => parallelization_factor(spec),
+        Some(SourceKind::Kinesis | SourceKind::DynamoDBStreams) => {
+            spec.effective_parallelization_factor()
+        }
         Some(SourceKind::SqsFifo) | None => 1,
     }
 }
@@ -442,7 +440,7 @@ fn replicas(spec: &EventSourceMappingSpec, kind: Option<SourceKind>, concurrency
     let per_replica = spec.batches_per_replica().max(1);
     let replicas = match kind {
         Some(SourceKind::Kinesis | SourceKind::DynamoDBStreams) => {
-            let factor = parallelization_factor(spec);
+            let factor = spec.effective_parallelization_factor();
             let shards = concurrency.div_ceil(factor);
             shards.div_ceil((per_replica / factor).max(1))
         }

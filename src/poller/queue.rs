@@ -48,9 +48,7 @@ impl QueueSettings {
     pub fn from_spec(spec: &EventSourceMappingSpec) -> Self {
         Self {
             batch_size: spec.effective_batch_size() as usize,
-            window: Duration::from_secs(u64::from(
-                spec.maximum_batching_window_in_seconds.unwrap_or(0),
-            )),
+            window: spec.batching_window(),
             loops: spec.batches_per_replica().max(1) as usize,
             report_batch_item_failures: spec.reports_batch_item_failures(),
         }

@@ -99,10 +99,8 @@ impl StreamSettings {
         };
         Self {
             batch_size: spec.effective_batch_size() as usize,
-            window: Duration::from_secs(u64::from(
-                spec.maximum_batching_window_in_seconds.unwrap_or(0),
-            )),
-            lanes: spec.parallelization_factor.unwrap_or(1).max(1) as usize,
+            window: spec.batching_window(),
+            lanes: spec.effective_parallelization_factor() as usize,
             starting_position,
             retry: RetryPolicy::from_spec(spec),
             report_batch_item_failures: spec.reports_batch_item_failures(),

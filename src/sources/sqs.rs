@@ -362,7 +362,7 @@ pub fn check_visibility_timeout(
     spec: &EventSourceMappingSpec,
 ) -> Result<(), VisibilityTimeoutTooShort> {
     let target_timeout_seconds = spec.target.timeout().as_secs();
-    let window_seconds = u64::from(spec.maximum_batching_window_in_seconds.unwrap_or(0));
+    let window_seconds = spec.batching_window().as_secs();
     let advised_seconds = 6 * target_timeout_seconds + window_seconds;
     let visibility_timeout_seconds = visibility_timeout.as_secs();
     if visibility_timeout_seconds >= advised_seconds {
