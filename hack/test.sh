@@ -11,13 +11,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-export ESM_CACHE_DIR=${ESM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/esm-operator}
-# One target dir outside the checkout, so fresh clones (CI) reuse earlier builds.
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ESM_CACHE_DIR/target}
-export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
-export AWS_REGION=${AWS_REGION:-us-east-1}
-# Never ask the EC2 instance metadata service for credentials: tests only talk to loopback.
-export AWS_EC2_METADATA_DISABLED=true
+source hack/lib/env.sh
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 started=$SECONDS
