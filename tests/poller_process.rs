@@ -86,6 +86,8 @@ async fn poller_process_delivers_is_ready_and_stops_on_sigterm() {
         (!target.calls().is_empty()).then_some(())
     })
     .await;
+    let delivered_before: usize = target.calls().iter().map(|c| c.event.records.len()).sum();
+    assert!(delivered_before > 0);
     let metrics = http
         .get(format!("http://127.0.0.1:{admin_port}/metrics"))
         .send()
@@ -97,6 +99,17 @@ async fn poller_process_delivers_is_ready_and_stops_on_sigterm() {
     assert!(
         metrics.contains("esm_poller_records_invoked_total"),
         "{metrics}"
+    );
+    // Records are counted before they are sent: at least those seen so far.
+    let invoked: u64 = metrics
+        .lines()
+        .find(|line| line.starts_with("esm_poller_records_invoked_total{"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .expect("a sample of esm_poller_records_invoked_total");
+    assert!(
+        invoked >= delivered_before as u64,
+        "{invoked} < {delivered_before}"
     );
 
     let kill = Command::new("kill")

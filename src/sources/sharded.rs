@@ -259,5 +259,26 @@ mod tests {
             }),
         };
         assert_eq!(kinesis.ordering_key(), "customer-7");
+
+        let dynamodb = StreamRecord {
+            sequence_number: "2".into(),
+            approximate_arrival: None,
+            payload: RecordPayload::DynamoDb(Box::new(DynamoDbRecord {
+                event_id: "e-2".into(),
+                event_name: DynamoDbEventName::Modify,
+                event_version: None,
+                keys: serde_json::json!({"pk": {"S": "a"}, "sk": {"N": "1"}}),
+                keys_text: r#"{"pk":{"S":"a"},"sk":{"N":"1"}}"#.into(),
+                new_image: None,
+                old_image: None,
+                size_bytes: None,
+                stream_view_type: None,
+                user_identity: None,
+            })),
+        };
+        assert_eq!(
+            dynamodb.ordering_key(),
+            r#"{"pk":{"S":"a"},"sk":{"N":"1"}}"#
+        );
     }
 }
