@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde_json::json;
 use support::control_plane::ControlPlane;
-use support::controller::RunningController;
+use support::controller::{RunningController, set_enabled};
 use support::wait;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -167,14 +167,7 @@ async fn mapping_lifecycle_creates_updates_disables_and_deletes_children() {
     .await;
 
     // Disable: replicas 0, state Disabled.
-    mappings
-        .patch(
-            "orders",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"enabled": false}})),
-        )
-        .await
-        .expect("disable");
+    set_enabled(&mappings, "orders", false).await;
     wait_status(&mappings, "orders", "state Disabled", |m| {
         state(m) == Some(State::Disabled)
     })
@@ -189,14 +182,7 @@ async fn mapping_lifecycle_creates_updates_disables_and_deletes_children() {
     );
 
     // Re-enable: back to one replica, Enabling while the pods start.
-    mappings
-        .patch(
-            "orders",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"enabled": true}})),
-        )
-        .await
-        .expect("enable");
+    set_enabled(&mappings, "orders", true).await;
     wait_status(&mappings, "orders", "state Enabling", |m| {
         state(m) == Some(State::Enabling)
     })

@@ -7,10 +7,9 @@ use std::time::Duration;
 use aws_sdk_sqs::Client as SqsClient;
 use esm_operator::api::{EventSourceMapping, State};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use serde_json::json;
+use kube::api::{Api, ListParams};
 use support::control_plane::ControlPlane;
-use support::controller::RunningController;
+use support::controller::{RunningController, set_enabled};
 use support::emulators::{moto_queue, shared};
 use support::target::TestTarget;
 use support::wait;
@@ -139,14 +138,7 @@ spec:
     );
 
     // Disable: nothing more is delivered, the messages wait in the queue.
-    mappings
-        .patch(
-            "orders",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"enabled": false}})),
-        )
-        .await
-        .unwrap();
+    set_enabled(&mappings, "orders", false).await;
     wait::until("state Disabled", TIMEOUT, || async {
         let m = mappings.get("orders").await.unwrap();
         (m.status?.state == Some(State::Disabled)).then_some(())
@@ -166,14 +158,7 @@ spec:
     );
 
     // Re-enable: the waiting messages arrive.
-    mappings
-        .patch(
-            "orders",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"enabled": true}})),
-        )
-        .await
-        .unwrap();
+    set_enabled(&mappings, "orders", true).await;
     wait::until(
         "messages sent while disabled delivered",
         TIMEOUT,

@@ -85,3 +85,19 @@ impl RunningController {
             .expect("controller task");
     }
 }
+
+/// Sets `spec.enabled` of mapping `name`.
+pub async fn set_enabled(
+    mappings: &kube::Api<esm_operator::api::EventSourceMapping>,
+    name: &str,
+    enabled: bool,
+) {
+    mappings
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"enabled": enabled}})),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("set {name} enabled={enabled}: {err}"));
+}
