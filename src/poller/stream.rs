@@ -549,35 +549,21 @@ where
                 Ok(page) => page,
                 Err(error) => {
                     failures += 1;
-                    match &error {
+                    // Where to read again from with a fresh iterator, when one helps.
+                    let restart = match &error {
                         StreamError::ExpiredIterator(_) => {
-                            let position = match &last_read {
+                            tracing::debug!(shard = %shard.origin.shard_id, "shard iterator expired; renewing");
+                            match &last_read {
                                 Some(sequence) => {
                                     ShardPosition::AfterSequenceNumber(sequence.clone())
                                 }
                                 None => self.start_position(lease),
-                            };
-                            tracing::debug!(shard = %shard.origin.shard_id, "shard iterator expired; renewing");
-                            match self.iterator(shard, &position).await {
-                                Ok((fresh, fresh_skip)) => {
-                                    iterator = fresh;
-                                    skip = fresh_skip;
-                                    continue;
-                                }
-                                Err(exit) => return exit,
                             }
                         }
                         StreamError::NotFound(_) => return ShardExit::Gone,
                         StreamError::Trimmed(_) => {
                             self.trimmed(shard, &error);
-                            match self.iterator(shard, &ShardPosition::TrimHorizon).await {
-                                Ok((fresh, fresh_skip)) => {
-                                    iterator = fresh;
-                                    skip = fresh_skip;
-                                    continue;
-                                }
-                                Err(exit) => return exit,
-                            }
+                            ShardPosition::TrimHorizon
                         }
                         StreamError::Throttled(_) | StreamError::Other(_) => {
                             self.source_error(shard, "GetRecords", &error);
@@ -585,6 +571,14 @@ where
                                 + retry_delay(failures, SOURCE_BACKOFF, SOURCE_BACKOFF_MAX);
                             continue;
                         }
+                    };
+                    match self.iterator(shard, &restart).await {
+                        Ok((fresh, fresh_skip)) => {
+                            iterator = fresh;
+                            skip = fresh_skip;
+                            continue;
+                        }
+                        Err(exit) => return exit,
                     }
                 }
             };
