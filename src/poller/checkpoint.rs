@@ -97,7 +97,7 @@ pub struct LeaseSnapshot {
 }
 
 /// True while `renew_time + duration` is in the future.
-fn is_live(renew_time: Option<Timestamp>, duration: Duration, now: Timestamp) -> bool {
+pub(crate) fn is_live(renew_time: Option<Timestamp>, duration: Duration, now: Timestamp) -> bool {
     let duration = SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX);
     renew_time.is_some_and(|renewed| renewed.checked_add(duration).is_ok_and(|end| end > now))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -153,11 +153,10 @@ fn is_live(lease: &Lease, now: Timestamp) -> bool {
     let Some(spec) = &lease.spec else {
         return false;
     };
-    let lifetime =
-        SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0)));
-    spec.renew_time
-        .as_ref()
-        .is_some_and(|renewed| renewed.0 + lifetime > now)
+    let duration = std::time::Duration::from_secs(
+        u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0),
+    );
+    super::checkpoint::is_live(spec.renew_time.as_ref().map(|t| t.0), duration, now)
 }
 
 /// Adds up the live reports of the mapping with `uid`. A group seen by two replicas within
