@@ -194,20 +194,14 @@ spec:
     controller.stop().await;
 }
 
-/// Names of the poller metric families with a series for mapping `name`.
+/// The poller series of mapping `name` as a scrape shows them: `family{labels}` per line.
 fn poller_series(registry: &prometheus::Registry, name: &str) -> Vec<String> {
-    registry
-        .gather()
-        .iter()
-        .filter(|family| family.name().starts_with("esm_poller_"))
-        .filter(|family| {
-            family.get_metric().iter().any(|metric| {
-                metric
-                    .get_label()
-                    .iter()
-                    .any(|label| label.name() == "name" && label.value() == name)
-            })
-        })
-        .map(|family| family.name().to_owned())
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    let label = format!("name=\"{name}\"");
+    text.lines()
+        .filter(|line| line.starts_with("esm_poller_") && line.contains(&label))
+        .filter_map(|line| line.split_once('{').map(|(family, _)| family.to_owned()))
         .collect()
 }
