@@ -111,13 +111,21 @@ pub async fn kinesis_stream(
 ) -> (aws_sdk_kinesis::Client, String) {
     let kinesis = aws_sdk_kinesis::Client::new(&emulators.sdk_config("kinesis"));
     let name = unique_name("orders");
-    kinesis
+    let created = kinesis
         .create_stream()
         .stream_name(&name)
         .shard_count(shards)
         .send()
-        .await
-        .expect("CreateStream");
+        .await;
+    // The name is ours alone: "in use" means the SDK retried a create that had worked (the
+    // emulator answered too slowly under load).
+    if let Err(err) = created
+        && !err
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_in_use_exception())
+    {
+        panic!("CreateStream: {err:?}");
+    }
     kinesis_stream_active(&kinesis, &name).await;
     (kinesis, name)
 }
@@ -199,11 +207,15 @@ pub async fn dynamodb_table(
 
 /// A name no other test run uses.
 pub fn unique_name(prefix: &str) -> String {
+    // Tests of one binary run in parallel: the counter keeps two calls in the same clock tick
+    // apart, the time keeps runs apart, the pid binaries.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let count = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
+    format!("{prefix}-{}-{nanos}-{count}", std::process::id())
 }
 
 impl Drop for Emulators {
