@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use esm_operator::api::{EventSourceMappingSpec, SourceKind};
-use esm_operator::destination::Deliver;
+use esm_operator::destination::{Deliver, FailedBatch};
 use esm_operator::event::{SQS_EVENT_SOURCE, SqsRecord};
 use esm_operator::filter::FilterSet;
 use esm_operator::poller::checkpoint::Checkpoint;
@@ -29,6 +29,7 @@ use esm_operator::sources::sharded::{
 };
 use esm_operator::sources::sqs::{EntryFailure, Queue, QueueAttributes, Receipt, SqsError};
 use esm_operator::target::{CallError, Invoke, TargetResponse};
+use esm_operator::trace::TraceContext;
 use k8s_openapi::jiff::Timestamp;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::sync::watch;
@@ -128,7 +129,11 @@ impl Queue for MemoryQueue {
 struct NoopTarget;
 
 impl Invoke for NoopTarget {
-    async fn invoke(&self, _payload: Vec<u8>) -> Result<TargetResponse, CallError> {
+    async fn invoke(
+        &self,
+        _payload: Vec<u8>,
+        _trace: &TraceContext,
+    ) -> Result<TargetResponse, CallError> {
         Ok(TargetResponse {
             status: 200,
             body: Vec::new(),
@@ -236,7 +241,7 @@ impl ShardedStream for MemoryStream {
 struct NoDestination;
 
 impl Deliver for NoDestination {
-    async fn deliver(&self, _: String) -> Result<(), String> {
+    async fn deliver(&self, _: FailedBatch<'_>) -> Result<(), String> {
         Ok(())
     }
 }
@@ -282,6 +287,7 @@ fn run_stream_engine(
         settings,
         identity: StreamIdentity {
             mapping: "bench/bench".into(),
+            mapping_uid: "bench-uid".into(),
             target_url: "http://target/".into(),
             stream_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/bench".into(),
             invoke_identity: "esm.dev/namespaces/bench/eventsourcemappings/bench".into(),

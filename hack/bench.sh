@@ -5,6 +5,7 @@
 #   hack/bench.sh                  # 1. engine micro-benchmark, 2.-4. loopback benchmarks
 #   hack/bench.sh engine           # only the micro-benchmark
 #   hack/bench.sh loopback [NAME...]  # only the loopback ones (names: benches/loopback.rs)
+#   hack/bench.sh pods             # 5. on the real node of hack/start-cluster.sh (root; not in "all")
 #
 # Sizes of the loopback runs: BENCH_* variables, see benches/loopback.rs.
 set -euo pipefail
@@ -42,5 +43,6 @@ case $what in
   all) engine; loopback ;;
   engine) engine ;;
   loopback) loopback "$@" ;;
-  *) echo "usage: hack/bench.sh [all | engine | loopback [NAME...]]" >&2; exit 2 ;;
+  pods) exec hack/bench-pods.sh ;;
+  *) echo "usage: hack/bench.sh [all | engine | loopback [NAME...] | pods]" >&2; exit 2 ;;
 esac

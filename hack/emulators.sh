@@ -9,9 +9,10 @@
 #                (pins: hack/emulators/package.json + package-lock.json)
 #       Idempotent: a stamp keyed on the pin files' hash makes a second run instant.
 #
-#   eval "$(hack/emulators.sh start moto fauxqs kinesis dynamodb [--state DIR])"
-#       Start each emulator on a free 127.0.0.1 port, wait until it answers, and
-#       print `export ESM_<NAME>_ENDPOINT=http://127.0.0.1:PORT` lines on stdout
+#   eval "$(hack/emulators.sh start moto fauxqs kinesis dynamodb [--state DIR] [--bind ADDR])"
+#       Start each emulator on a free port of ADDR (default 127.0.0.1; the e2e tests bind
+#       the node IP of hack/start-cluster.sh so that pods reach them), wait until it
+#       answers, and print `export ESM_<NAME>_ENDPOINT=http://ADDR:PORT` lines on stdout
 #       (everything else goes to stderr). Runs `install` first if needed.
 #       An emulator already running in DIR is reused.
 #
@@ -107,9 +108,9 @@ cmd_install() {
 
 # ------------------------------------------------------------------ start ---
 
-free_port() {
-  "$PYTHON" -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+free_port() { # addr
+  "$PYTHON" -c 'import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1]); s.close()' "$1"
 }
 
 proc_starttime() { # pid -> start time in clock ticks (field 22 of /proc/PID/stat), or empty
@@ -143,17 +144,21 @@ env_var_of() {
 }
 
 print_env() { # state name
-  local state="$1" name="$2" port
+  local state="$1" name="$2" port host
   port="$(cat "$state/$name.port")"
-  printf 'export %s=http://127.0.0.1:%s\n' "$(env_var_of "$name")" "$port"
+  host="$(host_of "$state" "$name")"
+  printf 'export %s=http://%s:%s\n' "$(env_var_of "$name")" "$host" "$port"
   if [[ "$name" == kinesis && -f "$state/kinesis.tlsport" ]]; then
-    printf 'export ESM_KINESIS_TLS_ENDPOINT=https://127.0.0.1:%s\n' "$(cat "$state/kinesis.tlsport")"
+    printf 'export ESM_KINESIS_TLS_ENDPOINT=https://%s:%s\n' "$host" "$(cat "$state/kinesis.tlsport")"
   fi
 }
 
+# The address emulator NAME of STATE listens on (older state dirs: loopback).
+host_of() { cat "$1/$2.host" 2>/dev/null || echo 127.0.0.1; }
+
 # HTTP status of a probe to the emulator, or 000 when nothing answers.
 probe() {
-  local name="$1" port="$2" url="http://127.0.0.1:$2/"
+  local name="$1" port="$2" url="http://$3:$2/"
   case "$name" in
     fauxqs)
       curl -s -o /dev/null -m 2 -w '%{http_code}' "${url}health" || true ;;
@@ -173,24 +178,25 @@ probe() {
 # Launch NAME in its own session/process group. Sets LAUNCH_PORT.
 launch() {
   local state="$1" name="$2" port tlsport=""
-  port="$(free_port)"
+  port="$(free_port "$BIND")"
   local -a envs=() cmd=()
   case "$name" in
     moto)
       # All four emulators then use account 000000000000 in ARNs and queue URLs.
       envs=(MOTO_ACCOUNT_ID="${ESM_MOTO_ACCOUNT_ID:-000000000000}")
-      cmd=("$VENV_DIR/bin/moto_server" -H 127.0.0.1 -p "$port")
+      cmd=("$VENV_DIR/bin/moto_server" -H "$BIND" -p "$port")
       ;;
     fauxqs)
-      # FAUXQS_HOST left unset: queue URLs then use the request's Host (127.0.0.1:PORT).
-      envs=(FAUXQS_PORT="$port" FAUXQS_LOGGER="${ESM_FAUXQS_LOGGER:-false}")
+      # FAUXQS_HOST left unset: queue URLs then use the request's Host (ADDR:PORT).
+      envs=(FAUXQS_PORT="$port" FAUXQS_LOGGER="${ESM_FAUXQS_LOGGER:-false}" ESM_EMULATOR_BIND="$BIND")
       cmd=(node --require "$SRC_DIR/loopback.cjs" "$SRC_DIR/fauxqs-serve.mjs"
         "$NPM_DIR/node_modules/fauxqs/dist")
       ;;
     kinesis)
-      tlsport="$(free_port)"
-      while [[ "$tlsport" == "$port" ]]; do tlsport="$(free_port)"; done
+      tlsport="$(free_port "$BIND")"
+      while [[ "$tlsport" == "$port" ]]; do tlsport="$(free_port "$BIND")"; done
       envs=(
+        ESM_EMULATOR_BIND="$BIND"
         KINESIS_MOCK_PLAIN_PORT="$port"
         KINESIS_MOCK_TLS_PORT="$tlsport"
         KINESIS_MOCK_CERT_PATH="$NPM_DIR/node_modules/kinesis-local/server.json"
@@ -226,7 +232,7 @@ launch() {
         -jar "$lib/DynamoDBLocal.jar" -inMemory -sharedDb -disableTelemetry -port "$port")
       ;;
   esac
-  rm -f "$state/$name.pid" "$state/$name.start" "$state/$name.port" "$state/$name.tlsport"
+  rm -f "$state/$name.pid" "$state/$name.start" "$state/$name.port" "$state/$name.tlsport" "$state/$name.host"
   # setsid: own session and process group (pgid == pid) so that stop can kill children too.
   # stdio goes to the log so that `$(emulators.sh start ...)` does not wait on us.
   # shellcheck disable=SC2016
@@ -240,6 +246,7 @@ launch() {
   [[ -s "$state/$name.pid" ]] || die "$name: did not start (see $state/$name.log)"
   proc_starttime "$(cat "$state/$name.pid")" >"$state/$name.start"
   echo "$port" >"$state/$name.port"
+  echo "$BIND" >"$state/$name.host"
   [[ -z "$tlsport" ]] || echo "$tlsport" >"$state/kinesis.tlsport"
   LAUNCH_PORT="$port"
 }
@@ -271,9 +278,9 @@ start_one() {
         stop_one "$state" "$name" quiet
         continue 2
       fi
-      code="$(probe "$name" "$port")"
+      code="$(probe "$name" "$port" "$BIND")"
       if [[ "$code" != 000 ]] && { [[ "$name" != fauxqs ]] || [[ "$code" == 200 ]]; }; then
-        log "$name: ready on http://127.0.0.1:$port in $(elapsed "$t0") s (pid $(cat "$state/$name.pid"), log $state/$name.log)"
+        log "$name: ready on http://$BIND:$port in $(elapsed "$t0") s (pid $(cat "$state/$name.pid"), log $state/$name.log)"
         print_env "$state" "$name"
         return
       fi
@@ -291,24 +298,27 @@ start_one() {
 
 default_state() { printf '%s' "${ESM_EMULATORS_STATE:-$EMU_DIR/state}"; }
 
-# Parses NAME... and --state DIR into NAMES and STATE.
+# Parses NAME..., --state DIR and --bind ADDR into NAMES, STATE and BIND.
 parse_args() {
   NAMES=()
   STATE="$(default_state)"
+  BIND=127.0.0.1
   while (($#)); do
     case "$1" in
+      --bind) [[ $# -ge 2 ]] || die "--bind needs an address"; BIND="$2"; shift 2 ;;
+      --bind=*) BIND="${1#--bind=}"; shift ;;
       --state) [[ $# -ge 2 ]] || die "--state needs a directory"; STATE="$2"; shift 2 ;;
       --state=*) STATE="${1#--state=}"; shift ;;
       moto | fauxqs | kinesis | dynamodb) NAMES+=("$1"); shift ;;
       all) NAMES+=("${ALL_NAMES[@]}"); shift ;;
-      *) die "unknown argument '$1' (names: ${ALL_NAMES[*]}, all; option: --state DIR)" ;;
+      *) die "unknown argument '$1' (names: ${ALL_NAMES[*]}, all; options: --state DIR, --bind ADDR)" ;;
     esac
   done
 }
 
 cmd_start() {
   parse_args "$@"
-  ((${#NAMES[@]})) || die "usage: $0 start NAME... [--state DIR]   (NAME: ${ALL_NAMES[*]} | all)"
+  ((${#NAMES[@]})) || die "usage: $0 start NAME... [--state DIR] [--bind ADDR]   (NAME: ${ALL_NAMES[*]} | all)"
   cmd_install
   mkdir -p "$STATE"
   STATE="$(cd "$STATE" && pwd)"
@@ -333,7 +343,7 @@ cmd_status() {
   local name
   for name in "${NAMES[@]}"; do
     if is_running "$STATE" "$name"; then
-      printf '%-9s running  pid %-8s http://127.0.0.1:%s\n' "$name" "$(cat "$STATE/$name.pid")" "$(cat "$STATE/$name.port")"
+      printf '%-9s running  pid %-8s http://%s:%s\n' "$name" "$(cat "$STATE/$name.pid")" "$(host_of "$STATE" "$name")" "$(cat "$STATE/$name.port")"
     else
       printf '%-9s stopped\n' "$name"
     fi
@@ -367,7 +377,7 @@ stop_one() {
     fi
     [[ -n "$quiet" ]] || log "$name: stopped (pid $pid)"
   fi
-  rm -f "$state/$name.pid" "$state/$name.start" "$state/$name.port" "$state/$name.tlsport"
+  rm -f "$state/$name.pid" "$state/$name.start" "$state/$name.port" "$state/$name.tlsport" "$state/$name.host"
 }
 
 cmd_stop() {

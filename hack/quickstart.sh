@@ -8,14 +8,17 @@
 #
 #   hack/quickstart.sh                 run, check every source delivered, stop
 #   hack/quickstart.sh --keep-running  leave it all running for exploration (Ctrl-C stops it)
+#   hack/quickstart.sh --pods [...]    the same story on a real node, in poller pods
+#                                      (hack/quickstart-pods.sh; needs root)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 KEEP_RUNNING=
 case "${1:-}" in
+  --pods) shift; exec hack/quickstart-pods.sh "$@" ;;
   --keep-running) KEEP_RUNNING=1 ;;
   "") ;;
-  *) echo "usage: hack/quickstart.sh [--keep-running]" >&2; exit 2 ;;
+  *) echo "usage: hack/quickstart.sh [--pods] [--keep-running]" >&2; exit 2 ;;
 esac
 
 source hack/lib/env.sh
@@ -23,8 +26,7 @@ STATE=$(mktemp -d "${TMPDIR:-/tmp}/esm-quickstart.XXXXXX")
 NS=quickstart
 started=$SECONDS
 
-bold() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-note() { printf '    %s\n' "$*"; }
+source hack/lib/say.sh
 fail() {
   printf '\n\033[31mquickstart failed: %s\033[0m\n' "$1" >&2
   [[ -n ${2:-} ]] && printf '    what to do: %s\n' "$2" >&2

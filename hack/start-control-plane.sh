@@ -55,13 +55,9 @@ API_PORT=$(free_port)
 TOKEN=$(openssl rand -hex 24)
 echo "$TOKEN,esm-admin,esm-admin,system:masters" >"$STATE/pki/tokens.csv"
 
-start() { # start NAME ARGS...: runs in the background, records the pid
-  local name=$1
-  shift
-  nohup "$BIN/$name" "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
-  echo "$name $!" >>"$STATE/pids"
-  log "started $name (pid $!)"
-}
+# shellcheck source=lib/procs.sh
+source "$HACK/lib/procs.sh"
+start() { start_process "$STATE/pids" "$STATE/logs" "$1" "$BIN/$1" "${@:2}"; }
 
 # --unsafe-no-fsync: a throwaway test store; fsync would dominate test time.
 start etcd \

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Installs everything the tests need (cached between runs) and runs every check CI runs:
-# formatting, clippy, unit tests, and integration tests against a real kube-apiserver + etcd
-# + kube-controller-manager and real AWS emulators.
+# formatting, clippy, unit tests, integration tests against a real kube-apiserver + etcd
+# + kube-controller-manager and real AWS emulators, and the end-to-end tests in deployments
+# mode on a real node (tests/pods.rs: hack/start-cluster.sh, the images of
+# hack/build-images.sh, the chart installed as a user would).
 #
 #   hack/test.sh                 # everything
-#   hack/test.sh --test crd      # extra arguments go to `cargo test`
+#   hack/test.sh --test crd      # extra arguments go to `cargo test` (the node starts only
+#                                # when tests/pods.rs is among what runs)
 #
-# First run on a fresh machine: ~8 min for the control-plane binaries, ~1 min for the
-# emulators, ~5 min to compile. Later runs reuse all of it.
+# The real node needs root and cgroups: elsewhere tests/pods.rs is skipped and says so.
+# First run on a fresh machine: ~8 min for the control-plane binaries, ~6 min for promtool,
+# ~10 min for the node binaries (kubelet, kube-proxy, kube-scheduler, CoreDNS, crictl), ~1 min
+# for the emulators, ~5 min to compile, ~5 min for the release build of the images. Later runs
+# reuse all of it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,7 +22,7 @@ source hack/lib/env.sh
 step() { printf '\n==> %s\n' "$*" >&2; }
 started=$SECONDS
 
-for tool in cargo go node npm python3 java openssl; do
+for tool in cargo go node npm python3 java javac mvn openssl; do
   command -v "$tool" >/dev/null || { echo "hack/test.sh: '$tool' is missing; install it first" >&2; exit 1; }
 done
 for component in rustfmt clippy; do
@@ -29,14 +35,49 @@ KUBEBUILDER_ASSETS=$(hack/install-control-plane.sh | tail -1)
 [[ -x $KUBEBUILDER_ASSETS/kube-apiserver ]] || { echo "hack/test.sh: control-plane install failed" >&2; exit 1; }
 export KUBEBUILDER_ASSETS
 
+step "promtool, for the alert rules and metrics checks (first time ~6 min)"
+PROMTOOL=$(hack/install-promtool.sh | tail -1)
+[[ -x $PROMTOOL ]] || { echo "hack/test.sh: promtool install failed" >&2; exit 1; }
+export PROMTOOL
+
+# The e2e tests run when they are selected (no arguments, or arguments naming pods) and the
+# machine can run a node.
+e2e=
+if (($# == 0)) || [[ " $* " == *pods* ]]; then
+  if [[ $(id -u) != 0 ]]; then
+    echo "hack/test.sh: SKIPPING the e2e tests on a real node (tests/pods.rs): hack/start-cluster.sh needs root" >&2
+  elif [[ ! -d /sys/fs/cgroup || -z $(ls /sys/fs/cgroup) ]]; then
+    echo "hack/test.sh: SKIPPING the e2e tests on a real node (tests/pods.rs): no cgroup file system here" >&2
+  else
+    e2e=1
+  fi
+fi
+if [[ -n $e2e ]]; then
+  step "node binaries: kubelet, kube-proxy, kube-scheduler, CoreDNS, crictl; containerd (first time ~10 min)"
+  hack/install-node.sh >/dev/null
+fi
+
 step "AWS emulators: moto, fauxqs, kinesis-local, DynamoDB Local (first time ~1 min)"
 hack/emulators.sh install
+
+step "reference filter engine: event-ruler via Maven, for tests/filter_differential.rs"
+ESM_FILTER_ORACLE=$(hack/install-filter-oracle.sh | tail -1)
+export ESM_FILTER_ORACLE
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
+
+if [[ -n $e2e ]]; then
+  step "real node (hack/start-cluster.sh) and the images (hack/build-images.sh) for tests/pods.rs"
+  exports=$(hack/start-cluster.sh) || { echo "hack/test.sh: the cluster did not start (see above)" >&2; exit 1; }
+  trap 'hack/stop-cluster.sh' EXIT
+  # Only the ESM_CLUSTER_* variables: no other test may see this cluster's KUBECONFIG.
+  eval "$(grep '^export ESM_CLUSTER_' <<<"$exports")"
+  hack/build-images.sh operator target
+fi
 
 step "cargo test"
 cargo test --locked --no-fail-fast "$@"

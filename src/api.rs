@@ -38,6 +38,8 @@ pub const DEFAULT_BATCHES_PER_REPLICA: u32 = 10;
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Concurrency", type_ = "integer", json_path = ".status.scaling.concurrency"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Min Pollers", type_ = "integer", json_path = ".status.scaling.provisionedPollers.minimum", priority = 1),
+    printcolumn(name = "Max Pollers", type_ = "integer", json_path = ".status.scaling.provisionedPollers.maximum", priority = 1),
     printcolumn(name = "Last Result", type_ = "string", json_path = ".status.lastProcessingResult"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name must be at most 52 characters: it names the poller workload (esm-NAME)")
@@ -57,6 +59,8 @@ pub const DEFAULT_BATCHES_PER_REPLICA: u32 = 10;
     validation = Rule::new("!has(self.source.sqs) || !has(self.maximumRecordAgeInSeconds)").message("maximumRecordAgeInSeconds is only supported for Kinesis and DynamoDB Streams sources").field_path(".maximumRecordAgeInSeconds").reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.source.sqs) || !has(self.bisectBatchOnTargetError)").message("bisectBatchOnTargetError is only supported for Kinesis and DynamoDB Streams sources").field_path(".bisectBatchOnTargetError").reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.source.sqs) || !has(self.tumblingWindowInSeconds)").message("tumblingWindowInSeconds is only supported for Kinesis and DynamoDB Streams sources").field_path(".tumblingWindowInSeconds").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.source.sqs) || !has(self.destinationConfig)").message("destinationConfig is only supported for Kinesis and DynamoDB Streams sources (an SQS mapping never gives up on a message: configure a dead-letter queue in the queue's redrive policy)").field_path(".destinationConfig").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(self.source.sqs) || !has(self.provisionedPollerConfig)").message("provisionedPollerConfig is only supported for SQS sources here (streams scale with their shards)").field_path(".provisionedPollerConfig").reason(Reason::FieldValueForbidden),
     validation = Rule::new("has(self.source.sqs) || !has(self.scalingConfig)").message("scalingConfig is only supported for SQS sources (streams scale with their shards)").field_path(".scalingConfig").reason(Reason::FieldValueForbidden),
 )]
 pub struct EventSourceMappingSpec {
@@ -144,6 +148,11 @@ pub struct EventSourceMappingSpec {
     /// SQS: limits on how far the pollers scale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling_config: Option<ScalingConfig>,
+
+    /// SQS: provisioned mode, a floor and a ceiling on the concurrent batches (pollers) the
+    /// standard-queue ramp and FIFO group scaling may choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_poller_config: Option<ProvisionedPollerConfig>,
 
     /// Settings of the poller workload (Deployment) that runs this mapping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,17 +347,62 @@ pub struct DestinationConfig {
     pub on_failure: OnFailureDestination,
 }
 
-/// An SQS queue or an HTTP endpoint (exactly one).
+/// An SQS queue, an SNS topic, an S3 bucket or an HTTP endpoint (exactly one).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.sqs) != has(self.http)").message("exactly one of onFailure.sqs, onFailure.http must be set"))]
+#[x_kube(validation = Rule::new("(has(self.sqs) ? 1 : 0) + (has(self.sns) ? 1 : 0) + (has(self.s3) ? 1 : 0) + (has(self.http) ? 1 : 0) == 1").message("exactly one of onFailure.sqs, onFailure.sns, onFailure.s3, onFailure.http must be set"))]
 pub struct OnFailureDestination {
     /// An SQS queue that receives the invocation records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqs: Option<SqsSource>,
+    /// An SNS topic that receives each invocation record as a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns: Option<SnsDestination>,
+    /// An S3 bucket that receives one object per discarded batch: the invocation record with the
+    /// records themselves under `payload`, so the batch can be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
     /// An HTTP endpoint that receives the invocation records by POST.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpEndpoint>,
+}
+
+/// An SNS topic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnsDestination {
+    /// Topic ARN, e.g. `arn:aws:sns:us-east-1:123456789012:failures`.
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\\\\.fifo)?$')").message("topicArn must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"))]
+    pub topic_arn: String,
+    /// AWS connection.
+    #[serde(flatten)]
+    pub aws: AwsConnection,
+}
+
+/// An S3 bucket, with an optional key prefix.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Destination {
+    /// Bucket ARN, e.g. `arn:aws:s3:::failed-batches`.
+    #[x_kube(validation = Rule::new("self.matches('^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')").message("bucketArn must be an S3 bucket ARN (arn:aws:s3:::BUCKET)"))]
+    pub bucket_arn: String,
+    /// Put before each object key (`aws/lambda/MAPPING-UID/SHARD/YYYY/MM/DD/...`) as given:
+    /// end it with `/` for a folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub prefix: Option<String>,
+    /// AWS connection.
+    #[serde(flatten)]
+    pub aws: AwsConnection,
+}
+
+impl S3Destination {
+    /// The bucket's name, from its ARN.
+    pub fn bucket(&self) -> &str {
+        self.bucket_arn
+            .rsplit_once(":::")
+            .map_or(self.bucket_arn.as_str(), |(_, bucket)| bucket)
+    }
 }
 
 /// EventBridge-style filter patterns, ORed.
@@ -377,6 +431,33 @@ pub struct ScalingConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 1000))]
     pub maximum_concurrency: Option<u32>,
+}
+
+/// Lambda's provisioned mode for SQS: the pollers kept ready and the most the mapping scales
+/// to. A poller here is one batch in flight (a unit of `status.scaling.concurrency`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minimumPollers) || !has(self.maximumPollers) || self.minimumPollers <= self.maximumPollers").message("minimumPollers must not be above maximumPollers").field_path(".minimumPollers"))]
+pub struct ProvisionedPollerConfig {
+    /// Concurrent batches kept even when the queue is empty (2..10000). Default 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 10000))]
+    pub minimum_pollers: Option<u32>,
+    /// Most concurrent batches (2..10000); above the operator's own maximum if set so. Default
+    /// the operator's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 10000))]
+    pub maximum_pollers: Option<u32>,
+}
+
+/// Lambda's default `MinimumPollers`.
+pub const DEFAULT_MINIMUM_POLLERS: u32 = 2;
+
+/// The floor and ceiling a provisioned mapping's scaling used.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollerBounds {
+    pub minimum: u32,
+    pub maximum: u32,
 }
 
 /// The poller workload.
@@ -497,6 +578,9 @@ pub struct ScalingStatus {
     /// Why the signals could not be read at the last evaluation (the previous decision stays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal_error: Option<String>,
+    /// With `provisionedPollerConfig`: the floor and ceiling the decision kept to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_pollers: Option<PollerBounds>,
 }
 
 /// The source signals a scaling decision used; each source fills its own.

@@ -13,6 +13,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Every value of [`Error::metric_label`], so the error series exist (at 0) before the
+    /// first error: a rate over them is then 0, not missing.
+    pub const METRIC_LABELS: [&str; 3] = ["kube_api", "kube_client", "config"];
+
     /// Bounded label for the `reason` of error metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -30,5 +34,25 @@ pub fn field_prefix(path: &str) -> String {
         String::new()
     } else {
         format!("{path}: ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_label_is_listed() {
+        let errors = [
+            Error::Kube(kube::Error::Api(Box::default())),
+            Error::Kube(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::Config("bad".into()),
+        ];
+        for error in errors {
+            assert!(
+                Error::METRIC_LABELS.contains(&error.metric_label()),
+                "{error}"
+            );
+        }
     }
 }

@@ -19,7 +19,10 @@ use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::sources::sharded::{DynamoDbRecord, KinesisRecord, RecordPayload, StreamRecord};
+use crate::sources::sharded::{
+    DynamoDbRecord, KinesisEncryption, KinesisRecord, RecordPayload, StreamRecord,
+};
+use crate::trace::ProducerTrace;
 
 /// Largest event (envelope included) sent to the target: Lambda's 6 MB synchronous payload.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -48,6 +51,11 @@ pub trait EventRecord: Serialize {
     /// An object of the record's JSON whose fields filters see at the top level (Kinesis
     /// patterns name `partitionKey`, not `kinesis.partitionKey`).
     fn filter_flatten(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The trace that produced the record, when it carries one (target calls continue it).
+    fn producer_trace(&self) -> Option<ProducerTrace<'_>> {
         None
     }
 }
@@ -137,7 +145,7 @@ pub struct SqsRecord {
     pub attributes: BTreeMap<String, String>,
     pub message_attributes: BTreeMap<String, SqsMessageAttribute>,
     pub md5_of_body: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` without message attributes, as Lambda writes it.
     pub md5_of_message_attributes: Option<String>,
     pub event_source: &'static str,
     /// Shared by every record of a queue.
@@ -164,6 +172,21 @@ impl EventRecord for SqsRecord {
             bytes: self.body.as_bytes(),
             plain: PlainData::Text,
         })
+    }
+
+    /// The `AWSTraceHeader` system attribute (X-Ray), else a `traceparent` message attribute.
+    fn producer_trace(&self) -> Option<ProducerTrace<'_>> {
+        self.attributes
+            .get("AWSTraceHeader")
+            .map(|header| ProducerTrace::XRay(header))
+            .or_else(|| {
+                let value = self
+                    .message_attributes
+                    .get("traceparent")?
+                    .string_value
+                    .as_deref()?;
+                Some(ProducerTrace::W3c(value))
+            })
     }
 }
 
@@ -299,7 +322,10 @@ impl Serialize for KinesisJson<'_> {
                 &(arrival.as_millisecond() as f64 / 1000.0),
             )?;
         }
-        object.serialize_field("encryptionType", self.kinesis.encryption.as_str())?;
+        // Lambda writes the field only for encrypted records.
+        if self.kinesis.encryption != KinesisEncryption::None {
+            object.serialize_field("encryptionType", self.kinesis.encryption.as_str())?;
+        }
         object.end()
     }
 }
@@ -327,8 +353,12 @@ impl Serialize for DynamoDbJson<'_> {
         let change = self.change;
         let mut object = serializer.serialize_struct("StreamRecord", 7)?;
         if let Some(created) = self.record.approximate_arrival {
-            // Epoch seconds, as DynamoDB Streams and Lambda write them.
-            object.serialize_field("ApproximateCreationDateTime", &created.as_second())?;
+            // Epoch seconds as a number with a fraction (`1700000000.0`), as Lambda writes it;
+            // sub-second precision is kept where the stream has it.
+            object.serialize_field(
+                "ApproximateCreationDateTime",
+                &(created.as_microsecond() as f64 / 1e6),
+            )?;
         }
         object.serialize_field("Keys", &change.keys)?;
         if let Some(image) = &change.new_image {
@@ -472,6 +502,57 @@ mod tests {
             Some(vec![0, 1, 2, 255])
         );
         assert_eq!(event.records[1].body.as_deref(), Some("plain"));
+    }
+
+    /// Field forms strict parsers of Lambda's events rely on, as recorded on AWS.
+    #[test]
+    fn optional_fields_are_written_as_lambda_writes_them() {
+        let to_json = |records: &[StreamEventRecord]| -> Value {
+            let len = event_len(records.len(), records.iter().map(encoded_len).sum());
+            serde_json::from_slice(&encode_event(records, len)).unwrap()
+        };
+        let mut sqs = fifo_record("m1", "x");
+        sqs.md5_of_message_attributes = None;
+        let len = event_len(1, encoded_len(&sqs));
+        let event: Value = serde_json::from_slice(&encode_event([&sqs], len)).unwrap();
+        assert!(
+            event["Records"][0]
+                .as_object()
+                .unwrap()
+                .get("md5OfMessageAttributes")
+                .is_some_and(Value::is_null),
+            "SQS: md5OfMessageAttributes is null, not absent"
+        );
+
+        let plain = kinesis_record("1", "k", b"x");
+        let mut encrypted = kinesis_record("2", "k", b"x");
+        if let RecordPayload::Kinesis(kinesis) = &mut encrypted.record.payload {
+            kinesis.encryption = crate::sources::sharded::KinesisEncryption::Kms;
+        }
+        let event = to_json(&[plain, encrypted]);
+        assert!(
+            event["Records"][0]["kinesis"]
+                .get("encryptionType")
+                .is_none()
+        );
+        assert_eq!(event["Records"][1]["kinesis"]["encryptionType"], "KMS");
+
+        let mut change = dynamodb_record(
+            crate::sources::sharded::DynamoDbEventName::Insert,
+            "1",
+            None,
+            None,
+        );
+        let event = to_json(std::slice::from_ref(&change));
+        let created = &event["Records"][0]["dynamodb"]["ApproximateCreationDateTime"];
+        assert!(created.is_f64(), "a number with a fraction: {created}");
+        assert_eq!(created.as_f64(), Some(1_700_000_000.0));
+        change.record.approximate_arrival = Some("2023-11-14T22:13:20.25Z".parse().unwrap());
+        let event = to_json(&[change]);
+        assert_eq!(
+            event["Records"][0]["dynamodb"]["ApproximateCreationDateTime"].as_f64(),
+            Some(1_700_000_000.25)
+        );
     }
 
     #[test]

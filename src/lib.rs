@@ -11,6 +11,8 @@ pub mod event;
 pub mod filter;
 pub mod metrics;
 pub mod poller;
+pub mod replay;
 pub mod sources;
 pub mod target;
 pub mod telemetry;
+pub mod trace;

@@ -40,6 +40,9 @@ enum Command {
     Controller(ControllerArgs),
     /// Run the pollers of one mapping (the container of a mapping's poller Deployment).
     Poller(PollerArgs),
+    /// Send the records an S3 on-failure destination kept (an object's `payload`) to a target
+    /// again.
+    Replay(ReplayArgs),
     /// Print the CustomResourceDefinition YAML.
     Crd {
         /// Print the Markdown field reference instead.
@@ -66,6 +69,24 @@ struct PollerArgs {
     /// a dead replica's shards after it.
     #[arg(long, env = "ESM_LEASE_DURATION_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_duration_seconds: u64,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The object: `s3://BUCKET/KEY`, or the path of a downloaded object.
+    object: esm_operator::replay::ObjectSource,
+    /// Where the records go (POST), e.g. `http://orders.shop.svc:8080/events`.
+    #[arg(long)]
+    target_url: String,
+    /// Per-call timeout.
+    #[arg(long, default_value_t = esm_operator::api::DEFAULT_TARGET_TIMEOUT_SECONDS)]
+    timeout_seconds: u32,
+    /// AWS region of the bucket (default: the AWS chain's).
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// S3 endpoint override (an emulator or a gateway; buckets are then addressed by path).
+    #[arg(long)]
+    endpoint_url: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,7 +153,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads
         .map(usize::from)
         .unwrap_or_else(|| match cli.command {
-            Command::Poller(_) | Command::Crd { .. } => 1,
+            Command::Poller(_) | Command::Crd { .. } | Command::Replay(_) => 1,
             Command::Controller(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
     // One thread: a current-thread runtime. Work-stealing threads wake each other for every
@@ -159,6 +180,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", esm_operator::crd::crd_yaml());
             }
+            Ok(())
+        }
+        Command::Replay(args) => {
+            let connection = esm_operator::api::AwsConnection {
+                region: args.region,
+                endpoint_url: args.endpoint_url,
+                credentials_secret_ref: None,
+            };
+            let replayed = esm_operator::replay::replay(
+                &args.object,
+                &connection,
+                &args.target_url,
+                args.timeout_seconds,
+            )
+            .await?;
+            println!(
+                "replayed {} record(s) to {}: HTTP {}{}",
+                replayed.records,
+                args.target_url,
+                replayed.status,
+                if replayed.body.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(", answer: {}", replayed.body.trim())
+                }
+            );
             Ok(())
         }
         Command::Poller(args) => {

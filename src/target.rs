@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::api::Target;
+use crate::trace::TraceContext;
 
 /// Most of a response body that is read: Lambda's response payload limit. A larger partial
 /// batch response fails the batch; other answers only need the status.
@@ -42,6 +43,7 @@ pub trait Invoke: Send + Sync + 'static {
     fn invoke(
         &self,
         payload: Vec<u8>,
+        trace: &TraceContext,
     ) -> impl Future<Output = Result<TargetResponse, CallError>> + Send;
 }
 
@@ -85,9 +87,11 @@ pub fn classify(result: &Result<TargetResponse, CallError>, item_ids: Option<&[&
     }
 }
 
-/// Positions of the records a partial batch response lists. An empty body, `null`, an object
-/// without `batchItemFailures` or an empty list mean none failed; invalid JSON, an item without
-/// a non-empty string `itemIdentifier`, or one naming no record of the batch are errors.
+/// Positions of the records a partial batch response lists. An empty body, `null`, `[]`, an
+/// object without `batchItemFailures` or an empty list mean none failed, as recorded on AWS for
+/// every source (a handler returning an empty list of failures directly, as some libraries do);
+/// invalid JSON, another value, an item without a non-empty string `itemIdentifier`, or one
+/// naming no record of the batch are errors.
 fn batch_item_failures(body: &[u8], ids: &[&str]) -> Result<Vec<usize>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
@@ -96,6 +100,7 @@ fn batch_item_failures(body: &[u8], ids: &[&str]) -> Result<Vec<usize>, String> 
         .map_err(|err| format!("not valid JSON ({err}){}", body_snippet(body)))?;
     let failures = match &parsed {
         Value::Null => return Ok(Vec::new()),
+        Value::Array(items) if items.is_empty() => return Ok(Vec::new()),
         Value::Object(map) => match map.get("batchItemFailures") {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(Value::Array(items)) => items,
@@ -223,11 +228,20 @@ impl HttpTarget {
 }
 
 impl Invoke for HttpTarget {
-    async fn invoke(&self, payload: Vec<u8>) -> Result<TargetResponse, CallError> {
-        let mut response = self
+    async fn invoke(
+        &self,
+        payload: Vec<u8>,
+        trace: &TraceContext,
+    ) -> Result<TargetResponse, CallError> {
+        let mut request = self
             .client
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("traceparent", &trace.traceparent);
+        if let Some(xray) = &trace.amzn_trace_id {
+            request = request.header("X-Amzn-Trace-Id", xray);
+        }
+        let mut response = request
             .timeout(self.timeout)
             .body(payload)
             .send()
@@ -332,6 +346,8 @@ mod tests {
             "  \n",
             "null",
             "{}",
+            "[]",
+            " [ ] ",
             r#"{"batchItemFailures":[]}"#,
             r#"{"batchItemFailures":null}"#,
             r#"{"statusCode":200}"#,
@@ -349,6 +365,8 @@ mod tests {
         for (body, expected) in [
             ("garbage", "not valid JSON"),
             ("[1,2]", "not a JSON object: [1,2]"),
+            (r#"[{"itemIdentifier":"a"}]"#, "not a JSON object"),
+            ("7", "not a JSON object: 7"),
             (
                 r#"{"batchItemFailures":"a"}"#,
                 "batchItemFailures is not a list",

@@ -405,3 +405,76 @@ async fn resource_versions(client: &Client, namespace: &str) -> String {
     out.sort();
     out.join("\n")
 }
+
+/// Two mappings with the same source and target would deliver every record twice: the newer
+/// one is refused in status and runs no pollers, until the older one is gone.
+#[tokio::test]
+async fn a_duplicate_mapping_is_refused_naming_the_other_until_that_one_goes() {
+    let plane = ControlPlane::with_crd();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "duplicates").await;
+    let controller = RunningController::start(&client, &ns.name);
+    let mappings: Api<EventSourceMapping> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    for name in ["a-orders", "b-copy"] {
+        mappings
+            .create(&PostParams::default(), &sqs_mapping(name))
+            .await
+            .expect("create mapping");
+    }
+    let copy = wait_status(&mappings, "b-copy", "the copy refused", |m| {
+        ready_reason(m).as_deref() == Some("DuplicateMapping")
+    })
+    .await;
+    let status = copy.status.expect("status");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains(&format!("{}/a-orders", ns.name)),
+        "names the other mapping: {}",
+        ready.message
+    );
+    assert!(
+        status
+            .last_processing_result
+            .as_deref()
+            .is_some_and(|r| r.starts_with("PROBLEM: duplicate mapping")),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.state_transition_reason.as_deref(),
+        Some("USER_INITIATED")
+    );
+    let replicas_are = |name: &'static str, replicas: i32| {
+        let deployments = deployments.clone();
+        async move {
+            wait::until(
+                &format!("{name} at {replicas} replicas"),
+                TIMEOUT,
+                || async {
+                    let deployment = deployments.get_opt(name).await.expect("get")?;
+                    (deployment.spec?.replicas == Some(replicas)).then_some(())
+                },
+            )
+            .await
+        }
+    };
+    replicas_are("esm-b-copy", 0).await;
+    let original = status_of(&mappings, "a-orders").await;
+    assert_ne!(ready_reason(&original).as_deref(), Some("DuplicateMapping"));
+    replicas_are("esm-a-orders", 1).await;
+
+    mappings
+        .delete("a-orders", &DeleteParams::default())
+        .await
+        .expect("delete the original");
+    wait_status(&mappings, "b-copy", "the copy runs", |m| {
+        ready_reason(m).as_deref() == Some("Progressing")
+    })
+    .await;
+    replicas_are("esm-b-copy", 1).await;
+    controller.stop().await;
+}

@@ -17,6 +17,11 @@ use support::controller::RunningController;
 use support::wait;
 
 const CHART: &str = "charts/esm-operator";
+/// Every monitoring object the chart can render.
+const MONITORING: &str = "metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,\
+    metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true";
+/// Stand-ins for the Prometheus Operator CRDs those objects need.
+const MONITORING_CRDS: &str = "tests/fixtures/prometheus/monitoring-crds.yaml";
 
 fn run(mut cmd: Command) -> (bool, String) {
     let output = cmd.current_dir(repo_root()).output().expect("run command");
@@ -46,7 +51,9 @@ fn chart_lints_and_its_schema_refuses_bad_values() {
             "--strict",
             CHART,
             "--set",
-            "metrics.serviceMonitor.enabled=true,pollers.mode=in-process,crds.install=false,serviceAccount.create=false",
+            &format!(
+                "{MONITORING},pollers.mode=in-process,crds.install=false,serviceAccount.create=false"
+            ),
         ],
     );
     assert!(ok, "helm lint with toggles: {out}");
@@ -54,6 +61,8 @@ fn chart_lints_and_its_schema_refuses_bad_values() {
         ("pollers.mode=sideways", "pollers"),
         ("replicaCount=many", "replicaCount"),
         ("logFormat=xml", "logFormat"),
+        ("metrics.prometheusRule.failedRecords.ratio=many", "ratio"),
+        ("metrics.prometheusRule.iteratorAge.for=ten", "for"),
     ] {
         let (ok, out) = helm(plane, &["template", "esm", CHART, "--set", value]);
         assert!(!ok, "{value} accepted");
@@ -70,9 +79,14 @@ async fn rendered_chart_passes_server_side_dry_run() {
     let plane = ControlPlane::shared();
     let client = plane.client().await;
     let ns = plane.namespace(&client, "dry-run").await;
+    let crds = repo_root().join(MONITORING_CRDS);
+    let crds = crds.to_str().unwrap();
+    plane.kubectl_ok(&["apply", "--server-side", "-f", crds]);
+    plane.kubectl_ok(&["wait", "--for=condition=Established", "-f", crds]);
     for extra in [
         &[][..],
         &["--set", "pollers.mode=in-process,crds.keep=false"][..],
+        &["--set", MONITORING][..],
     ] {
         let mut args = vec!["template", "esm", CHART, "--namespace", &ns.name];
         args.extend_from_slice(extra);

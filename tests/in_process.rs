@@ -181,13 +181,25 @@ spec:
         !series.contains(&"esm_poller_records_dropped_total".to_owned()),
         "{series:?}"
     );
+    let controller_series = || {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&controller.metrics.registry.gather())
+            .unwrap()
+            .lines()
+            .filter(|line| line.contains(r#"mapping="orders""#))
+            .count()
+    };
+    assert!(
+        controller_series() > 0,
+        "the controller's series of the mapping"
+    );
     mappings
         .delete("orders", &Default::default())
         .await
         .unwrap();
     wait::until("the mapping's metric series removed", TIMEOUT, || async {
-        poller_series(&controller.metrics.registry, "orders")
-            .is_empty()
+        (poller_series(&controller.metrics.registry, "orders").is_empty()
+            && controller_series() == 0)
             .then_some(())
     })
     .await;

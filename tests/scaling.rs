@@ -325,3 +325,68 @@ spec:
     );
     controller.stop().await;
 }
+
+/// `provisionedPollerConfig` keeps its minimum running on an empty queue and shows the bounds
+/// in status; the wide printer columns show them too.
+#[tokio::test]
+async fn provisioned_pollers_keep_their_minimum_on_an_empty_queue() {
+    let plane = ControlPlane::with_crd();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "scaling-provisioned").await;
+    let moto = shared("moto");
+    let (_, queue_url) = moto_queue(&moto, "provisioned").await;
+    let controller = RunningController::start_scaling(&client, &ns.name, fast_settings());
+    plane.kubectl_apply(
+        &ns.name,
+        &format!(
+            r#"{CREDENTIALS}
+---
+apiVersion: esm.dev/v1alpha1
+kind: EventSourceMapping
+metadata:
+  name: provisioned
+spec:
+  source:
+    sqs:
+      queueUrl: {queue_url}
+      region: us-east-1
+      endpointUrl: {endpoint}
+      credentialsSecretRef: {{name: aws}}
+  provisionedPollerConfig:
+    minimumPollers: 4
+    maximumPollers: 8
+  poller:
+    batchesPerReplica: 2
+  target:
+    url: http://127.0.0.1:9/events
+"#,
+            endpoint = moto.endpoint("moto"),
+        ),
+    );
+    let mappings: Api<EventSourceMapping> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let status = wait::until("the provisioned minimum", TIMEOUT, || async {
+        scaling(&mappings, "provisioned")
+            .await
+            .filter(|s| s.concurrency == 4 && s.signals.visible_messages.is_some())
+    })
+    .await;
+    let bounds = status.provisioned_pollers.expect("bounds in status");
+    assert_eq!((bounds.minimum, bounds.maximum), (4, 8));
+    wait::until("2 replicas of 2 batches", TIMEOUT, || async {
+        (replicas(&deployments, "esm-provisioned").await == Some(2)).then_some(())
+    })
+    .await;
+    // Empty for longer than the scale-down window: still the minimum.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        scaling(&mappings, "provisioned").await.unwrap().concurrency,
+        4
+    );
+    let wide = plane.kubectl_ok(&["get", "esm", "provisioned", "-n", &ns.name, "-o", "wide"]);
+    assert!(
+        wide.contains("MIN POLLERS") && wide.contains("MAX POLLERS"),
+        "{wide}"
+    );
+    controller.stop().await;
+}

@@ -313,11 +313,18 @@ async fn failed_calls_come_back_and_are_delivered_later() {
         metrics.failed.get() as usize,
         message_ids(&calls[..3]).len()
     );
-    assert_eq!(metrics.deleted.get(), 30);
+    // At least once: with a 1 s visibility timeout a busy machine may see a message come back
+    // while its call is still running; each such duplicate is delivered and deleted once more.
+    let duplicates = succeeded.len() - succeeded_ids.len();
+    let deleted = metrics.deleted.get() as usize;
+    assert!(
+        (30..=30 + duplicates).contains(&deleted),
+        "{deleted} deletions for 30 messages and {duplicates} duplicate deliveries"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partial_batch_response_redelivers_exactly_the_listed_messages() {
+async fn partial_batch_response_redelivers_the_listed_messages() {
     let emulators = Emulators::start(&["moto"]);
     let config = emulators.sdk_config("moto");
     let client = Client::new(&config);
@@ -366,9 +373,25 @@ async fn partial_batch_response_redelivers_exactly_the_listed_messages() {
         .filter(|(_, count)| **count > 1)
         .map(|(body, count)| (body.parse().unwrap(), *count))
         .collect();
-    let expected: BTreeMap<u32, u32> = (0..40).filter(|n| n % 4 == 0).map(|n| (n, 2)).collect();
-    assert_eq!(redelivered, expected);
-    assert_eq!(deliveries.len(), 40);
+    assert_eq!(deliveries.len(), 40, "every message delivered");
+    for listed in (0..40).filter(|n| n % 4 == 0) {
+        assert!(
+            redelivered.get(&listed).is_some_and(|count| *count >= 2),
+            "message {listed} was listed as failed and came back: {redelivered:?}"
+        );
+    }
+    // At least once: beyond the listed messages, a 2 s visibility timeout on a busy machine may
+    // bring back a message whose call was still running, but only a few times.
+    let unlisted: Vec<_> = redelivered.keys().filter(|n| *n % 4 != 0).collect();
+    assert!(
+        deliveries.values().all(|count| *count <= 3),
+        "duplicates bounded: {redelivered:?}"
+    );
+    if !unlisted.is_empty() {
+        eprintln!(
+            "redelivered without being listed (in flight past the visibility timeout): {unlisted:?}"
+        );
+    }
     assert_eq!(queue_counts(&client, &url).await, (0, 0));
 }
 
@@ -712,4 +735,55 @@ async fn a_queue_that_does_not_exist_is_a_clear_error() {
         .await
         .expect_err("queue is gone");
     assert!(err.to_string().contains("NonExistentQueue"), "{err}");
+}
+
+/// Every call carries a W3C traceparent; a message sent with an X-Ray `AWSTraceHeader` has its
+/// trace continued and the header passed on as `X-Amzn-Trace-Id`, as Lambda passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_carry_the_producers_trace_context() {
+    use aws_sdk_sqs::types::{MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
+    let emulators = Emulators::start(&["moto"]);
+    let config = emulators.sdk_config("moto");
+    let client = Client::new(&config);
+    let url = create_queue(&client, "traced", &[]).await;
+    let xray = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    client
+        .send_message()
+        .queue_url(&url)
+        .message_body("traced")
+        .message_system_attributes(
+            MessageSystemAttributeNameForSends::AwsTraceHeader,
+            MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(xray)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("SendMessage with AWSTraceHeader");
+    let target = TestTarget::accepting().await;
+    let poller = start_poller(
+        &config,
+        &url,
+        &target,
+        settings(1, 1, false),
+        FilterSet::default(),
+    )
+    .await;
+    let calls = wait::until("the traced message", Duration::from_secs(60), || async {
+        let calls = target.calls();
+        (!calls.is_empty()).then_some(calls)
+    })
+    .await;
+    poller.stop().await;
+    let headers = &calls[0].headers;
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(header("x-amzn-trace-id").as_deref(), Some(xray));
+    let traceparent = header("traceparent").expect("a traceparent");
+    assert!(
+        traceparent.starts_with("00-5759e988bd862e3fe1be46a994272793-")
+            && traceparent.ends_with("-01"),
+        "the producer's trace: {traceparent}"
+    );
 }

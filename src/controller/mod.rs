@@ -1,5 +1,6 @@
 //! The controller: watches mappings and reconciles each into its poller workload.
 pub mod build;
+mod duplicates;
 mod in_process;
 mod reconcile;
 pub mod scaling;
@@ -18,7 +19,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
@@ -34,8 +35,8 @@ use crate::metrics::ControllerMetrics;
 use crate::poller::metrics::PollerMetrics;
 use crate::poller::{self, PollerContext};
 
-/// How often in-process pollers of deleted mappings are stopped.
-const IN_PROCESS_SWEEP: Duration = Duration::from_secs(5);
+/// How often the series and in-process pollers of deleted mappings are removed.
+const DELETED_SWEEP: Duration = Duration::from_secs(5);
 /// First delay after a failed reconciliation; doubles per consecutive failure of that object.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -72,6 +73,8 @@ pub struct Context {
     recorder: Recorder,
     scaling: ScalingSettings,
     signals: SignalCache,
+    /// Every watched mapping, for finding duplicates.
+    mappings: Store<DynamicObject>,
     /// Consecutive failures per object, for per-object exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -83,6 +86,7 @@ impl Context {
         metrics: ControllerMetrics,
         scaling: ScalingSettings,
         signals: Box<dyn SignalReader>,
+        mappings: Store<DynamicObject>,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
@@ -95,8 +99,19 @@ impl Context {
             metrics,
             signals: SignalCache::new(signals, scaling.interval),
             scaling,
+            mappings,
             failures: Mutex::default(),
         }
+    }
+
+    /// The older mapping `object` duplicates (`NAMESPACE/NAME`), if any.
+    fn older_duplicate(
+        &self,
+        object: &DynamicObject,
+        mapping: &EventSourceMapping,
+    ) -> Option<String> {
+        let all = self.mappings.state();
+        duplicates::older_duplicate(object, &mapping.spec, all.iter().map(|m| &**m))
     }
 
     /// Publishes an event; a failure to do so is logged, never fails the reconciliation.
@@ -193,13 +208,6 @@ pub async fn run(
     let signals = Box::new(SourceSignals {
         client: client.clone(),
     });
-    let ctx = Arc::new(Context::new(
-        client,
-        pollers,
-        metrics,
-        config.scaling,
-        signals,
-    ));
     // Children carry the mapping label; watching only those keeps the cache small.
     let children = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={}",
@@ -209,6 +217,14 @@ pub async fn run(
         .owns(deployments, children)
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
+    let ctx = Arc::new(Context::new(
+        client,
+        pollers,
+        metrics,
+        config.scaling,
+        signals,
+        store.clone(),
+    ));
     let reconciling = controller
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -217,27 +233,29 @@ pub async fn run(
                 Err(err) => tracing::debug!(error = %err, "reconcile stream"),
             }
         });
-    if let Pollers::InProcess(pollers) = &ctx.pollers {
-        // Deleted mappings are not reconciled (no finalizer): sweep their pollers away.
-        let sweeping = async {
-            loop {
-                tokio::time::sleep(IN_PROCESS_SWEEP).await;
-                pollers
-                    .retain(|namespace, name| {
-                        store
-                            .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
-                            .is_some()
-                    })
-                    .await;
+    // Deleted mappings are not reconciled (no finalizer): sweep their metric series and
+    // in-process pollers away, once the store has listed the mappings.
+    let sweeping = async {
+        let _ = store.wait_until_ready().await;
+        loop {
+            tokio::time::sleep(DELETED_SWEEP).await;
+            let exists = |namespace: &str, name: &str| {
+                store
+                    .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
+                    .is_some()
+            };
+            ctx.metrics.retain(exists);
+            if let Pollers::InProcess(pollers) = &ctx.pollers {
+                pollers.retain(exists).await;
             }
-        };
-        tokio::select! {
-            _ = reconciling => {}
-            _ = sweeping => {}
         }
+    };
+    tokio::select! {
+        _ = reconciling => {}
+        _ = sweeping => {}
+    }
+    if let Pollers::InProcess(pollers) = &ctx.pollers {
         pollers.shutdown().await;
-    } else {
-        reconciling.await;
     }
     tracing::info!("controller stopped");
 }

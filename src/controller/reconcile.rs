@@ -5,6 +5,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::{Timestamp, ToSpan};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -32,6 +33,14 @@ const SETTLE_POLL: Duration = Duration::from_secs(1);
 pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = object.namespace().unwrap_or_default();
     let _timer = ctx.metrics.reconcile_started(&namespace);
+    // The stored status, the pollers' lastProcessingResult included: every status write is a
+    // watch event, so the series follow it one reconciliation behind, malformed mappings too.
+    let stored_status = object
+        .data
+        .get("status")
+        .and_then(|status| serde_json::from_value(status.clone()).ok());
+    ctx.metrics
+        .status(&namespace, &object.name_any(), stored_status.as_ref());
     let mapping = match validate::parse(&object) {
         Ok(mapping) => mapping,
         Err(invalid) => return report_malformed(&object, &invalid, &ctx).await,
@@ -47,7 +56,8 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
         }
         (Err(invalid), false) => Observation::Invalid(invalid),
         (Ok(()), false) => {
-            let decided = scale(&mapping, &ctx, now).await;
+            let duplicate_of = ctx.older_duplicate(&object, &mapping);
+            let decided = scale(&mapping, duplicate_of.is_none(), &ctx, now).await;
             let workload = match &ctx.pollers {
                 Pollers::Deployments(config) => {
                     let children = build::build(&mapping, config, decided.replicas());
@@ -56,7 +66,10 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
                 Pollers::InProcess(pollers) => pollers.ensure(&mapping, decided.concurrency()),
             };
             decision = Some(decided);
-            Observation::Running(workload)
+            match duplicate_of {
+                Some(of) => Observation::Duplicate { of, workload },
+                None => Observation::Running(workload),
+            }
         }
     };
     // In-process pollers report no watch events: look again soon while they start or stop.
@@ -71,8 +84,8 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
         ctx.metrics.scaled(
             &namespace,
             &mapping.name_any(),
-            decision.concurrency(),
-            decision.replicas(),
+            &decision.status,
+            scaling::queue_cap(&mapping.spec, &ctx.scaling),
         );
         if let Some(step) = &decision.step {
             publish_step(&mapping, step, decision.replicas(), &ctx).await;
@@ -90,11 +103,19 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
 }
 
 /// The scaling decision from the source's signals (read at most once per interval) and the
-/// previous decision in status.
-async fn scale(mapping: &EventSourceMapping, ctx: &Context, now: Timestamp) -> Decision {
+/// previous decision in status; zero when the mapping is disabled or may not `run`.
+async fn scale(mapping: &EventSourceMapping, run: bool, ctx: &Context, now: Timestamp) -> Decision {
     let previous = mapping.status.as_ref().and_then(|s| s.scaling.as_ref());
     if !mapping.spec.enabled {
         return scaling::decide(&mapping.spec, Err("disabled"), previous, now, &ctx.scaling);
+    }
+    if !run {
+        // A mapping that may not run scales to zero as a disabled one does.
+        let stopped = crate::api::EventSourceMappingSpec {
+            enabled: false,
+            ..mapping.spec.clone()
+        };
+        return scaling::decide(&stopped, Err("refused"), previous, now, &ctx.scaling);
     }
     let signals = ctx.signals.get(mapping).await;
     if let Err(error) = &signals {
@@ -237,19 +258,18 @@ async fn update_status(
     )
     .await?;
     if previous.state != next.state || ready_reason(&previous) != ready_reason(&next) {
-        let warning = ready_reason(&next) == Some("InvalidSpec");
+        let warning = ready_reason(&next).filter(|r| status::REFUSED_REASONS.contains(r));
         let event = Event {
-            type_: if warning {
+            type_: if warning.is_some() {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
-            reason: if warning {
-                "InvalidSpec".into()
-            } else {
-                format!("{:?}", next.state.expect("next status has a state"))
+            reason: match warning {
+                Some(reason) => reason.into(),
+                None => format!("{:?}", next.state.expect("next status has a state")),
             },
-            note: next.state_transition_reason.clone(),
+            note: ready_condition(&next).map(|c| c.message.clone()),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -258,12 +278,12 @@ async fn update_status(
     Ok(())
 }
 
+fn ready_condition(status: &EventSourceMappingStatus) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == status::READY)
+}
+
 fn ready_reason(status: &EventSourceMappingStatus) -> Option<&str> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::READY)
-        .map(|c| c.reason.as_str())
+    ready_condition(status).map(|c| c.reason.as_str())
 }
 
 /// A stored object that does not fit the API types (written under an older or looser CRD):

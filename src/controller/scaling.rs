@@ -17,7 +17,10 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::api::{EventSourceMappingSpec, ScalingSignals, ScalingStatus, SourceKind};
+use crate::api::{
+    DEFAULT_MINIMUM_POLLERS, EventSourceMapping, EventSourceMappingSpec, PollerBounds,
+    ScalingSignals, ScalingStatus, SourceKind,
+};
 
 const MICROS_PER_MINUTE: i64 = 60_000_000;
 
@@ -152,6 +155,22 @@ pub fn decide(
     now: Timestamp,
     settings: &ScalingSettings,
 ) -> Decision {
+    let mut decision = decide_concurrency(spec, observed, previous, now, settings);
+    let kind = spec.source_kind();
+    decision.status.provisioned_pollers = spec.provisioned_poller_config.map(|_| PollerBounds {
+        minimum: floor(spec, kind, settings),
+        maximum: cap(spec, kind, settings),
+    });
+    decision
+}
+
+fn decide_concurrency(
+    spec: &EventSourceMappingSpec,
+    observed: Observed<'_>,
+    previous: Option<&ScalingStatus>,
+    now: Timestamp,
+    settings: &ScalingSettings,
+) -> Decision {
     let kind = spec.source_kind();
     let floor = floor(spec, kind, settings);
     let cap = cap(spec, kind, settings);
@@ -218,6 +237,7 @@ pub fn decide(
                 scale_down_since: None,
                 scale_down_to: None,
                 signal_error,
+                provisioned_pollers: None,
             },
         };
     };
@@ -396,27 +416,46 @@ fn floor(
     kind: Option<SourceKind>,
     settings: &ScalingSettings,
 ) -> u32 {
+    let cap = cap(spec, kind, settings);
+    let provisioned = spec
+        .provisioned_poller_config
+        .map(|p| p.minimum_pollers.unwrap_or(DEFAULT_MINIMUM_POLLERS));
     match kind {
-        Some(SourceKind::Sqs) => settings
-            .initial_concurrency
-            .clamp(1, cap(spec, kind, settings)),
+        Some(SourceKind::Sqs) => provisioned
+            .map_or(settings.initial_concurrency, |minimum| {
+                minimum.max(settings.initial_concurrency)
+            })
+            .clamp(1, cap),
         Some(SourceKind::Kinesis | SourceKind::DynamoDBStreams) => {
             spec.effective_parallelization_factor()
         }
-        Some(SourceKind::SqsFifo) | None => 1,
+        Some(SourceKind::SqsFifo) => provisioned.unwrap_or(1).clamp(1, cap),
+        None => 1,
     }
 }
 
-/// The most concurrency: queues are capped, streams need a reader per shard.
+/// The most concurrency: queues are capped (by `maximumConcurrency`, and by `maximumPollers` or
+/// else the operator's maximum), streams need a reader per shard.
 fn cap(spec: &EventSourceMappingSpec, kind: Option<SourceKind>, settings: &ScalingSettings) -> u32 {
     match kind {
         Some(SourceKind::Kinesis | SourceKind::DynamoDBStreams) => u32::MAX,
-        _ => maximum_concurrency(spec)
-            .map_or(settings.max_concurrency, |m| {
-                m.min(settings.max_concurrency)
-            })
-            .max(1),
+        _ => {
+            let ceiling = maximum_pollers(spec).unwrap_or(settings.max_concurrency);
+            maximum_concurrency(spec)
+                .map_or(ceiling, |m| m.min(ceiling))
+                .max(1)
+        }
     }
+}
+
+fn maximum_pollers(spec: &EventSourceMappingSpec) -> Option<u32> {
+    spec.provisioned_poller_config?.maximum_pollers
+}
+
+/// The concurrency cap of a queue mapping; `None` for streams, which have none.
+pub fn queue_cap(spec: &EventSourceMappingSpec, settings: &ScalingSettings) -> Option<u32> {
+    let kind = spec.source_kind();
+    (!kind.is_some_and(SourceKind::is_stream)).then(|| cap(spec, kind, settings))
 }
 
 fn maximum_concurrency(spec: &EventSourceMappingSpec) -> Option<u32> {
@@ -424,8 +463,10 @@ fn maximum_concurrency(spec: &EventSourceMappingSpec) -> Option<u32> {
 }
 
 fn cap_reason(spec: &EventSourceMappingSpec, settings: &ScalingSettings) -> String {
-    match maximum_concurrency(spec) {
-        Some(m) if m <= settings.max_concurrency => format!("capped by maximumConcurrency {m}"),
+    let ceiling = maximum_pollers(spec).unwrap_or(settings.max_concurrency);
+    match (maximum_concurrency(spec), maximum_pollers(spec)) {
+        (Some(m), _) if m <= ceiling => format!("capped by maximumConcurrency {m}"),
+        (_, Some(m)) => format!("capped by maximumPollers {m}"),
         _ => format!(
             "capped by the operator's maximum concurrency {}",
             settings.max_concurrency
@@ -447,6 +488,25 @@ fn replicas(spec: &EventSourceMappingSpec, kind: Option<SourceKind>, concurrency
         _ => concurrency.div_ceil(per_replica),
     };
     i32::try_from(replicas).unwrap_or(i32::MAX)
+}
+
+/// Receive loops of one poller replica in deployments mode: its share of the mapping's
+/// concurrency (status), so that the sum over the replicas never exceeds it: SPEC §8's
+/// `scalingConfig.maximumConcurrency` caps the sum over all replicas, not each one. The share
+/// divides by the larger of the desired and the ready replicas, so while a scale-up starts pods
+/// the running ones already hold less; rounded down, at most `poller.batchesPerReplica`, at
+/// least 1. Without a decision in status (a poller started by hand, or before the controller's
+/// first decision) a replica runs `batchesPerReplica` loops, at most `maximumConcurrency`.
+pub fn replica_loops(mapping: &EventSourceMapping) -> usize {
+    let per_replica = mapping.spec.batches_per_replica().max(1);
+    let status = mapping.status.as_ref();
+    let Some(scaling) = status.and_then(|s| s.scaling.as_ref()) else {
+        return maximum_concurrency(&mapping.spec)
+            .map_or(per_replica, |cap| cap.clamp(1, per_replica)) as usize;
+    };
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let replicas = scaling.desired_replicas.max(ready).max(1).unsigned_abs();
+    (scaling.concurrency / replicas).clamp(1, per_replica) as usize
 }
 
 #[cfg(test)]

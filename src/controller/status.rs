@@ -6,8 +6,15 @@ use super::validate::InvalidSpec;
 use crate::api::{EventSourceMapping, EventSourceMappingStatus, State};
 
 pub const READY: &str = "Ready";
-/// Starts with [`crate::poller::status::PROBLEM_PREFIX`], as every problem the pollers report.
+/// Ready reasons of a mapping the controller refuses to run; each is also a Warning event.
+pub const REFUSED_REASONS: [&str; 2] = ["InvalidSpec", "DuplicateMapping"];
+/// Start with [`crate::poller::status::PROBLEM_PREFIX`], as every problem the pollers report.
 const INVALID_SPEC_PROBLEM: &str = "PROBLEM: invalid spec: ";
+const DUPLICATE_PROBLEM: &str = "PROBLEM: duplicate mapping: ";
+/// Lambda's `StateTransitionReason` for a change the user made: every state change here is one
+/// (an apply, an enable, a delete); the details are in the Ready condition's message.
+const USER_INITIATED_QUEUE: &str = "USER_INITIATED";
+const USER_INITIATED_STREAM: &str = "User action";
 const NO_RECORDS: &str = "No records processed";
 
 /// What the reconciler saw of the poller workload.
@@ -34,6 +41,12 @@ pub enum Observation<'a> {
     Invalid(&'a InvalidSpec),
     Deleting,
     Running(Workload),
+    /// Refused: the older mapping `of` (`NAMESPACE/NAME`) reads the same source and calls the
+    /// same target; the workload is scaled to zero.
+    Duplicate {
+        of: String,
+        workload: Workload,
+    },
 }
 
 /// What the controller writes after a reconciliation.
@@ -79,71 +92,81 @@ pub fn next_status(
     };
     let processing_result = match &observation {
         Observation::Invalid(invalid) => Some(format!("{INVALID_SPEC_PROBLEM}{invalid}")),
-        _ if current
-            .last_processing_result
-            .as_deref()
-            .is_none_or(|r| r.starts_with(INVALID_SPEC_PROBLEM)) =>
+        Observation::Duplicate { of, .. } => {
+            Some(format!("{DUPLICATE_PROBLEM}{}", duplicate_message(of)))
+        }
+        _ if current.last_processing_result.as_deref().is_none_or(|r| {
+            r.starts_with(INVALID_SPEC_PROBLEM) || r.starts_with(DUPLICATE_PROBLEM)
+        }) =>
         {
             Some(NO_RECORDS.to_string())
         }
         _ => None,
     }
     .filter(|result| current.last_processing_result.as_ref() != Some(result));
-    let (state, reason, ready) = match observation {
-        Observation::Invalid(invalid) => {
-            let state = previous.state.unwrap_or(State::Creating);
-            (
-                state,
-                format!("invalid spec: {invalid}"),
-                ("False", "InvalidSpec", invalid.to_string()),
-            )
-        }
+    let (state, ready) = match observation {
+        Observation::Invalid(invalid) => (
+            previous.state.unwrap_or(State::Creating),
+            ("False", "InvalidSpec", invalid.to_string()),
+        ),
         Observation::Deleting => (
             State::Deleting,
-            "mapping deleted; removing its pollers".into(),
-            ("False", "Deleting", "the mapping is being deleted".into()),
+            (
+                "False",
+                "Deleting",
+                "mapping deleted; removing its pollers".into(),
+            ),
         ),
+        Observation::Duplicate { of, workload } => {
+            status.replicas = Some(workload.desired);
+            status.ready_replicas = Some(workload.ready);
+            let state = next_state(previous.state, false, spec_changed, workload);
+            (state, ("False", "DuplicateMapping", duplicate_message(&of)))
+        }
         Observation::Running(workload) => {
             status.replicas = Some(workload.desired);
             status.ready_replicas = Some(workload.ready);
             let state = next_state(previous.state, mapping.spec.enabled, spec_changed, workload);
-            let reason = match state {
-                State::Enabled => "pollers running".into(),
-                State::Disabled => "disabled by the user (enabled: false)".into(),
-                State::Disabling => "stopping pollers".into(),
-                State::Updating => "rolling out the changed spec".into(),
-                State::Creating | State::Enabling => "starting pollers".into(),
-                State::Deleting => unreachable!("deleting is only from Observation::Deleting"),
-            };
+            let replicas = format!(
+                "{} of {} poller replicas ready",
+                workload.ready, workload.desired
+            );
             let ready = match state {
                 State::Enabled => (
                     "True",
                     "PollersRunning",
-                    format!(
-                        "{} of {} poller replicas ready",
-                        workload.ready, workload.desired
-                    ),
+                    format!("pollers running: {replicas}"),
                 ),
                 State::Disabled => (
                     "True",
                     "Disabled",
-                    "the mapping is disabled and has no pollers".into(),
+                    "disabled by the user (enabled: false); the mapping has no pollers".into(),
                 ),
-                _ => (
+                State::Disabling => (
                     "False",
                     "Progressing",
-                    format!(
-                        "{} of {} poller replicas ready",
-                        workload.ready, workload.desired
-                    ),
+                    format!("stopping pollers: {replicas}"),
                 ),
+                State::Updating => (
+                    "False",
+                    "Progressing",
+                    format!("rolling out the changed spec: {replicas}"),
+                ),
+                State::Creating | State::Enabling => (
+                    "False",
+                    "Progressing",
+                    format!("starting pollers: {replicas}"),
+                ),
+                State::Deleting => unreachable!("deleting is only from Observation::Deleting"),
             };
-            (state, reason, ready)
+            (state, ready)
         }
     };
-    if previous.state != Some(state) || status.state_transition_reason.is_none() {
-        status.state_transition_reason = Some(reason);
-    }
+    let user_initiated = match mapping.spec.source_kind() {
+        Some(kind) if kind.is_stream() => USER_INITIATED_STREAM,
+        _ => USER_INITIATED_QUEUE,
+    };
+    status.state_transition_reason = Some(user_initiated.into());
     status.state = Some(state);
     let (cond_status, cond_reason, message) = ready;
     set_condition(
@@ -159,6 +182,12 @@ pub fn next_status(
         owned: status,
         processing_result,
     }
+}
+
+fn duplicate_message(of: &str) -> String {
+    format!(
+        "{of} already delivers this source's records to this target; this mapping runs no pollers while that one is enabled (delete this one, or give it another source or target)"
+    )
 }
 
 /// State machine of SPEC §9, driven by the workload the reconciler sees.
@@ -309,8 +338,53 @@ mod tests {
         assert_eq!(enabling.state, Some(State::Enabling));
         assert_eq!(
             enabling.state_transition_reason.as_deref(),
-            Some("starting pollers")
+            Some("USER_INITIATED"),
+            "as Lambda writes it for SQS"
         );
+        assert!(
+            enabling.conditions[0]
+                .message
+                .starts_with("starting pollers"),
+            "{:?}",
+            enabling.conditions[0]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_is_refused_with_no_pollers_and_runs_once_the_other_is_gone() {
+        let running = step(&mapping(true, 1, None), workload(1, 1, 1, true));
+        let next = next_status(
+            &mapping(true, 1, Some(running)),
+            Observation::Duplicate {
+                of: "shop/orders".into(),
+                workload: workload(0, 0, 0, true),
+            },
+            now(),
+        );
+        let refused = applied(&mapping(true, 1, None), next.clone());
+        assert_eq!(refused.state, Some(State::Disabled));
+        assert_eq!(refused.conditions[0].reason, "DuplicateMapping");
+        assert!(
+            refused.conditions[0]
+                .message
+                .starts_with("shop/orders already delivers")
+        );
+        assert!(
+            next.processing_result
+                .unwrap()
+                .starts_with(DUPLICATE_PROBLEM)
+        );
+        let again = next_status(
+            &mapping(true, 1, Some(refused)),
+            Observation::Running(workload(1, 1, 1, true)),
+            now(),
+        );
+        assert_eq!(
+            again.processing_result.as_deref(),
+            Some(NO_RECORDS),
+            "the problem is cleared"
+        );
+        assert_eq!(again.owned.state, Some(State::Enabled));
     }
 
     #[test]

@@ -72,6 +72,13 @@ pub fn validate(mapping: &EventSourceMapping, now: Timestamp) -> Result<(), Inva
             Some(_) => {}
         }
     }
+    if !kind.is_stream() && spec.destination_config.is_some() {
+        // The CRD refuses it too; this is for objects stored before that rule.
+        return Err(InvalidSpec::new(
+            "spec.destinationConfig",
+            "only supported for Kinesis and DynamoDB Streams sources; an SQS mapping never gives up on a message: configure a dead-letter queue in the queue's redrive policy",
+        ));
+    }
     if spec.tumbling_window_in_seconds.unwrap_or(0) > 0 {
         return Err(InvalidSpec::new(
             "spec.tumblingWindowInSeconds",
@@ -153,6 +160,17 @@ mod tests {
         );
         mapping.spec.tumbling_window_in_seconds = Some(0);
         assert!(validate(&mapping, now()).is_ok());
+    }
+
+    #[test]
+    fn a_destination_on_a_queue_is_refused_not_ignored() {
+        let mut mapping = load("sqs-standard");
+        mapping.spec.destination_config = load("kinesis-full").spec.destination_config;
+        assert!(mapping.spec.destination_config.is_some());
+        assert_eq!(
+            validate(&mapping, now()).unwrap_err().field,
+            "spec.destinationConfig"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! path only touches atomics.
 use crate::api::SourceKind;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 const LABELS: &[&str] = &["namespace", "name"];
@@ -33,7 +33,7 @@ pub struct PollerMetrics {
     destination_failures: IntCounterVec,
     owned_shards: IntGaugeVec,
     shard_records: IntCounterVec,
-    shard_iterator_age: IntGaugeVec,
+    shard_iterator_age: GaugeVec,
     shard_invocation_duration: HistogramVec,
 }
 
@@ -78,6 +78,14 @@ impl PollerMetrics {
             SHARD_LABELS,
         )?;
         registry.register(Box::new(shard_invocation_duration.clone()))?;
+        let shard_iterator_age = GaugeVec::new(
+            Opts::new(
+                "esm_poller_iterator_age_seconds",
+                "How far a shard's reader is behind the newest record (Kinesis MillisBehindLatest; DynamoDB: age of the last record read)",
+            ),
+            SHARD_LABELS,
+        )?;
+        registry.register(Box::new(shard_iterator_age.clone()))?;
         Ok(Self {
             polled: counter(
                 "esm_poller_records_polled_total",
@@ -142,11 +150,7 @@ impl PollerMetrics {
                 LABELS,
             )?,
             shard_records,
-            shard_iterator_age: gauge(
-                "esm_poller_iterator_age_milliseconds",
-                "How far a shard's reader is behind the newest record (Kinesis MillisBehindLatest; DynamoDB: age of the last record read)",
-                SHARD_LABELS,
-            )?,
+            shard_iterator_age,
             shard_invocation_duration,
         })
     }
@@ -235,7 +239,7 @@ pub struct ShardFamilies {
     namespace: String,
     name: String,
     records: IntCounterVec,
-    iterator_age: IntGaugeVec,
+    iterator_age: GaugeVec,
     invocation_duration: HistogramVec,
 }
 
@@ -284,7 +288,7 @@ impl MappingMetrics {
             failed: records("failed"),
             dropped: records("dropped"),
             sent_to_destination: records("sent_to_destination"),
-            iterator_age: families.iterator_age.with_label_values(&labels),
+            iterator_age: IteratorAge(families.iterator_age.with_label_values(&labels)),
             invocation_duration: families.invocation_duration.with_label_values(&labels),
         }
     }
@@ -323,8 +327,18 @@ pub struct ShardMetrics {
     failed: IntCounter,
     dropped: IntCounter,
     sent_to_destination: IntCounter,
-    pub iterator_age: IntGauge,
+    pub iterator_age: IteratorAge,
     invocation_duration: Histogram,
+}
+
+/// A shard's iterator age: set in milliseconds, as the sources tell it (Kinesis
+/// MillisBehindLatest), exported in seconds, the base unit Prometheus wants.
+pub struct IteratorAge(Gauge);
+
+impl IteratorAge {
+    pub fn set(&self, millis: i64) {
+        self.0.set(millis as f64 / 1000.0);
+    }
 }
 
 impl ShardMetrics {
@@ -422,6 +436,7 @@ mod tests {
         shard.polled(5);
         shard.dropped(2);
         shard.sent_to_destination(2);
+        shard.iterator_age.set(1500);
         assert_eq!(metrics.polled.get(), 5);
         assert_eq!(metrics.dropped.get(), 2);
         assert_eq!(metrics.destination_delivered.get(), 1);
@@ -433,6 +448,16 @@ mod tests {
                 .map_or(0, |f| f.get_metric().len())
         };
         assert_eq!(series(&registry), 6);
+        let age = registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == "esm_poller_iterator_age_seconds")
+            .unwrap();
+        assert_eq!(
+            age.get_metric()[0].get_gauge().get_value(),
+            1.5,
+            "milliseconds in, seconds out"
+        );
         drop(shard);
         assert_eq!(series(&registry), 0);
         assert_eq!(metrics.polled.get(), 5, "the mapping keeps its totals");

@@ -36,7 +36,9 @@ use self::stream::{StreamIdentity, StreamPoller, StreamSettings};
 use crate::admin::{self, Readiness};
 use crate::api::{EventSourceMapping, SourceKind};
 use crate::controller::build::spec_hash;
-use crate::destination::{Destination, DestinationError, SqsDestination};
+use crate::destination::{
+    Destination, DestinationError, S3Destination, SnsDestination, SqsDestination,
+};
 use crate::filter::{FilterError, FilterSet};
 use crate::sources::aws::{CredentialsError, sdk_config};
 use crate::sources::dynamodb_streams::DynamoDbStream;
@@ -113,7 +115,8 @@ pub struct PollerHandle {
     /// in-process controller reports as a ready replica.
     pub running: Readiness,
     /// In-process: the receive loops to run, the mapping's whole concurrency as the controller
-    /// decides it. `None`: a replica of a Deployment, running `poller.batchesPerReplica`.
+    /// decides it. `None`: a replica of a Deployment, running its share of that concurrency
+    /// as the mapping's status shows it ([`crate::controller::scaling::replica_loops`]).
     pub loops: Option<watch::Receiver<usize>>,
 }
 
@@ -137,6 +140,7 @@ pub async fn run_mapping(
     let api: Api<EventSourceMapping> = Api::namespaced(context.client.clone(), &namespace);
     let results = ProcessingResults::default();
     let (mapping_tx, mut mapping) = watch::channel(None);
+    let loops = loops.unwrap_or_else(|| replica_loops(mapping.clone()));
     let watch_task = tokio::spawn(watch_mapping(api.clone(), name.clone(), mapping_tx));
     let status_task = tokio::spawn(status::write_results(
         api,
@@ -210,6 +214,26 @@ pub async fn run_mapping(
     }
 }
 
+/// The receive loops of a Deployment replica, following the mapping's status (the controller's
+/// concurrency and replicas); ends with the mapping watch.
+fn replica_loops(
+    mut mapping: watch::Receiver<Option<EventSourceMapping>>,
+) -> watch::Receiver<usize> {
+    let share = |mapping: &Option<EventSourceMapping>| {
+        mapping
+            .as_ref()
+            .map_or(1, crate::controller::scaling::replica_loops)
+    };
+    let (loops_tx, loops) = watch::channel(share(&mapping.borrow_and_update()));
+    tokio::spawn(async move {
+        while mapping.changed().await.is_ok() {
+            let share = share(&mapping.borrow_and_update());
+            loops_tx.send_if_modified(|loops| std::mem::replace(loops, share) != share);
+        }
+    });
+    loops
+}
+
 /// The engine of one mapping, by source kind.
 enum Engine {
     Queue(QueuePoller<SqsQueue, HttpTarget>),
@@ -218,14 +242,10 @@ enum Engine {
 }
 
 impl Engine {
-    /// Runs until `stop`. A queue engine runs `loops` receive loops when the in-process
-    /// controller sizes it, else its own `batchesPerReplica`.
-    async fn run(self, stop: watch::Receiver<bool>, loops: Option<watch::Receiver<usize>>) {
+    /// Runs until `stop`. A queue engine runs `loops` receive loops, following its changes.
+    async fn run(self, stop: watch::Receiver<bool>, loops: watch::Receiver<usize>) {
         match self {
-            Engine::Queue(poller) => {
-                let loops = loops.unwrap_or_else(|| watch::channel(poller.settings.loops).1);
-                poller.run_with_loops(stop, loops).await
-            }
+            Engine::Queue(poller) => poller.run_with_loops(stop, loops).await,
             Engine::Kinesis(poller) => poller.run(stop).await,
             Engine::DynamoDb(poller) => poller.run(stop).await,
         }
@@ -267,8 +287,13 @@ async fn setup(
         }));
     }
     let destination = match spec.destination_config.as_ref().map(|d| &d.on_failure) {
-        Some(on_failure) => match (&on_failure.sqs, &on_failure.http) {
-            (Some(sqs), _) => {
+        Some(on_failure) => match (
+            &on_failure.sqs,
+            &on_failure.sns,
+            &on_failure.s3,
+            &on_failure.http,
+        ) {
+            (Some(sqs), ..) => {
                 let field = "spec.destinationConfig.onFailure.sqs";
                 let config = sdk_config(client, namespace, &sqs.aws, field).await?;
                 Some(Destination::Sqs(SqsDestination::new(
@@ -276,8 +301,21 @@ async fn setup(
                     &sqs.queue_url,
                 )))
             }
-            (None, Some(http)) => Some(Destination::http(http, namespace)?),
-            (None, None) => None,
+            (None, Some(sns), ..) => {
+                let field = "spec.destinationConfig.onFailure.sns";
+                let config = sdk_config(client, namespace, &sns.aws, field).await?;
+                Some(Destination::Sns(SnsDestination::new(
+                    &config,
+                    &sns.topic_arn,
+                )))
+            }
+            (None, None, Some(s3), _) => {
+                let field = "spec.destinationConfig.onFailure.s3";
+                let config = sdk_config(client, namespace, &s3.aws, field).await?;
+                Some(Destination::S3(S3Destination::new(&config, s3)))
+            }
+            (None, None, None, Some(http)) => Some(Destination::http(http, namespace)?),
+            (None, None, None, None) => None,
         },
         None => None,
     };
@@ -297,6 +335,7 @@ async fn setup(
         results: results.clone(),
         namespace: namespace.to_owned(),
         name: name.to_owned(),
+        uid: mapping.metadata.uid.clone().unwrap_or_default(),
         kind,
     };
     if let Some(kinesis) = &spec.source.kinesis {
@@ -326,6 +365,7 @@ struct StreamParts {
     results: ProcessingResults,
     namespace: String,
     name: String,
+    uid: String,
     kind: SourceKind,
 }
 
@@ -349,6 +389,7 @@ impl StreamParts {
             invoke_identity: format!("esm.dev/namespaces/{namespace}/eventsourcemappings/{name}")
                 .into(),
             mapping: format!("{namespace}/{name}"),
+            mapping_uid: self.uid,
             target_url: self.target.url().to_owned(),
             stream_arn,
             kind: self.kind,

@@ -26,6 +26,7 @@ use crate::event::{
 use crate::filter::FilterSet;
 use crate::sources::sqs::{MAX_MESSAGES_PER_CALL, MAX_WAIT, Queue, Receipt, SqsError};
 use crate::target::{Invoke, Outcome, classify};
+use crate::trace::TraceContext;
 
 /// Attempts of a DeleteMessageBatch entry before it is counted as a delete failure.
 const DELETE_ATTEMPTS: u32 = 4;
@@ -319,11 +320,12 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
         self.metrics.invoked.inc_by(count as u64);
         let bytes = batch.iter().map(|p| p.encoded_len).sum();
         let payload = encode_event(batch.iter().map(|p| &p.record), event_len(count, bytes));
+        let trace = TraceContext::continuing(batch.iter().find_map(|p| p.record.producer_trace()));
 
         let result = {
             let _in_flight = self.metrics.start_in_flight();
             let _timer = self.metrics.invocation_duration.start_timer();
-            self.target.invoke(payload).await
+            self.target.invoke(payload, &trace).await
         };
         let ids: Option<Vec<&str>> = self
             .settings

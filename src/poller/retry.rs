@@ -14,6 +14,12 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::api::EventSourceMappingSpec;
 use crate::target::Outcome;
 
+/// First pause before a counted retry of a failed stream batch; doubles up to the max.
+pub const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// 1, 2, 4, 8, then every 12 s: about 8 attempts within a 60 s record age, as recorded on AWS
+/// (a 60 s cap made 6). The pause starts over at its first step once a call made progress.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(12);
+
 /// Why records were given up on; the `condition` of the on-failure invocation record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum DiscardCondition {
@@ -65,10 +71,12 @@ pub struct Segment {
 
 impl Segment {
     pub fn whole(len: usize) -> Self {
-        Self {
-            range: 0..len,
-            retries: 0,
-        }
+        Self::fresh(0..len)
+    }
+
+    /// Records with their whole retry budget.
+    pub fn fresh(range: Range<usize>) -> Self {
+        Self { range, retries: 0 }
     }
 
     fn len(&self) -> usize {
@@ -92,6 +100,13 @@ pub struct NextStep {
 impl RetryPolicy {
     /// The step after `outcome` for `segment`; positions in a partial failure are relative to
     /// the segment.
+    ///
+    /// A partial failure that moved the checkpoint (records before the first failed one
+    /// succeeded) is progress, as AWS counts it: the rest is sent again at once with a fresh
+    /// retry budget, so the backoff starts over too. One that failed at its first record is a
+    /// failed call; when its budget is spent, the failed records at its front are given up on
+    /// and the records after them go on with a fresh budget: a record the target did not list
+    /// is never discarded.
     pub fn next(&self, segment: &Segment, outcome: &Outcome) -> NextStep {
         let start = segment.range.start;
         let end = segment.range.end;
@@ -102,20 +117,28 @@ impl RetryPolicy {
             },
             Outcome::PartialFailure(failed) => {
                 let first_failed = start + failed.first().copied().unwrap_or(0).min(segment.len());
-                let rest = Segment {
-                    range: first_failed..end,
-                    retries: segment.retries,
-                };
-                let mut step = if self.bisect_on_error && first_failed > start {
-                    // Bisected at the failed record: the cut is a split, not a retry.
-                    NextStep {
-                        send: vec![rest],
+                if first_failed > start {
+                    return NextStep {
+                        done: start..first_failed,
+                        send: vec![Segment::fresh(first_failed..end)],
                         ..NextStep::default()
+                    };
+                }
+                let mut step = self.after_failure(segment.clone());
+                if let Some(discarded) = &mut step.discard {
+                    // Only records the target listed are given up on: the run of failed
+                    // records at the front.
+                    let run = failed
+                        .iter()
+                        .zip(failed[0]..)
+                        .take_while(|(f, n)| *f == n)
+                        .count();
+                    let past_run = (start + run).min(end);
+                    discarded.end = past_run;
+                    if past_run < end {
+                        step.send.push(Segment::fresh(past_run..end));
                     }
-                } else {
-                    self.after_failure(rest)
-                };
-                step.done = start..first_failed;
+                }
                 step
             }
             Outcome::Failure(_) => self.after_failure(segment.clone()),
@@ -298,16 +321,113 @@ mod tests {
     }
 
     #[test]
-    fn partial_failure_keeps_the_records_before_the_first_failed_one() {
+    fn progress_gives_the_rest_a_fresh_budget_sent_at_once() {
         let partial = Outcome::PartialFailure(vec![4, 6]);
-        let step = policy(Some(3), false).next(&segment(10..20, 1), &partial);
+        let step = policy(Some(3), false).next(&segment(10..20, 3), &partial);
         assert_eq!(step.done, 10..14);
-        assert_eq!(step.send, [segment(14..20, 2)], "a counted retry");
-        assert!(step.backoff);
+        assert_eq!(step.send, [segment(14..20, 0)], "not a counted retry");
+        assert!(!step.backoff && step.discard.is_none());
+    }
 
-        let exhausted = policy(Some(1), false).next(&segment(10..20, 1), &partial);
-        assert_eq!(exhausted.done, 10..14);
-        assert_eq!(exhausted.discard, Some(14..20));
+    #[test]
+    fn a_partial_failure_at_the_first_record_is_a_counted_retry() {
+        let partial = Outcome::PartialFailure(vec![0, 2]);
+        let step = policy(Some(3), false).next(&segment(10..20, 1), &partial);
+        assert_eq!(step.done, 10..10);
+        assert_eq!(step.send, [segment(10..20, 2)]);
+        assert!(step.backoff);
+    }
+
+    #[test]
+    fn exhausted_partial_failures_give_up_only_the_failed_records_at_the_front() {
+        let partial = Outcome::PartialFailure(vec![0, 1, 2, 5]);
+        let step = policy(Some(1), false).next(&segment(10..20, 1), &partial);
+        assert_eq!(step.done, 10..10);
+        assert_eq!(step.discard, Some(10..13));
+        assert_eq!(
+            step.send,
+            [segment(13..20, 0)],
+            "record 13 never failed: the rest goes on with a fresh budget"
+        );
+        assert!(!step.backoff);
+        let all = Outcome::PartialFailure(vec![0, 1, 2]);
+        let last = policy(Some(0), false).next(&segment(0..3, 0), &all);
+        assert_eq!((last.discard, last.send), (Some(0..3), vec![]));
+    }
+
+    /// Drives batches of a shard through the policy with a target that always lists the same
+    /// records as failed; returns how often each record was sent and the discarded ranges
+    /// with the calls they had.
+    fn drive_partial(
+        policy: RetryPolicy,
+        records: usize,
+        batch_size: usize,
+        always_failing: &[usize],
+    ) -> (Vec<u32>, Vec<(Range<usize>, u32)>) {
+        let mut deliveries = vec![0u32; records];
+        let mut discarded = Vec::new();
+        let mut next_batch = 0;
+        while next_batch < records {
+            // As the stream does: the next batch starts at the checkpoint.
+            let batch = next_batch..(next_batch + batch_size).min(records);
+            let mut queue = std::collections::VecDeque::from([Segment::fresh(batch.clone())]);
+            while let Some(current) = queue.pop_front() {
+                current.range.clone().for_each(|r| deliveries[r] += 1);
+                let failed: Vec<usize> = current
+                    .range
+                    .clone()
+                    .filter(|r| always_failing.contains(r))
+                    .map(|r| r - current.range.start)
+                    .collect();
+                let outcome = if failed.is_empty() {
+                    Outcome::Success
+                } else {
+                    Outcome::PartialFailure(failed)
+                };
+                let step = policy.next(&current, &outcome);
+                if let Some(range) = step.discard {
+                    discarded.push((range, current.retries + 1));
+                }
+                for next in step.send.into_iter().rev() {
+                    queue.push_front(next);
+                }
+            }
+            next_batch = batch.end;
+        }
+        (deliveries, discarded)
+    }
+
+    /// Recorded on AWS: 6 records, batch size 3, MaximumRetryAttempts 3, the 5th record always
+    /// listed: it is delivered 5 times and given up on alone after 4 calls of its batch.
+    #[test]
+    fn partial_failures_count_retries_as_aws_does() {
+        let (deliveries, discarded) = drive_partial(policy(Some(3), false), 6, 3, &[4]);
+        assert_eq!(deliveries, [1, 1, 1, 1, 5, 6]);
+        assert_eq!(
+            discarded,
+            [(4..5, 4)],
+            "batchSize 1, approximateInvokeCount 4"
+        );
+
+        // No retries: the failed record is given up on after one call of its own, and every
+        // record after it is still delivered.
+        let (deliveries, discarded) = drive_partial(policy(Some(0), false), 6, 3, &[4]);
+        assert_eq!(deliveries, [1, 1, 1, 1, 2, 3]);
+        assert_eq!(discarded, [(4..5, 1)]);
+    }
+
+    /// Scattered failures each make progress: nothing that never failed is given up on.
+    #[test]
+    fn scattered_failures_discard_only_failed_records() {
+        let failing = [3, 11, 12, 40, 77];
+        let (deliveries, discarded) = drive_partial(policy(Some(2), false), 100, 25, &failing);
+        assert!(deliveries.iter().all(|d| *d >= 1));
+        let given_up: Vec<usize> = discarded.iter().flat_map(|(r, _)| r.clone()).collect();
+        assert_eq!(given_up, failing);
+        assert!(
+            discarded.iter().all(|(_, calls)| *calls == 3),
+            "{discarded:?}"
+        );
     }
 
     #[test]
@@ -372,6 +492,21 @@ mod tests {
                 bisect_on_error: true,
             }
         );
+    }
+
+    /// Recorded on AWS: about 8 attempts within a 60 s record age.
+    #[test]
+    fn stream_retries_are_paced_as_lambda_paces_them() {
+        let mut at = Duration::ZERO;
+        let mut attempts = 1;
+        for retry in 1.. {
+            at += retry_delay(retry, RETRY_BACKOFF, RETRY_BACKOFF_MAX);
+            if at > Duration::from_secs(60) {
+                break;
+            }
+            attempts += 1;
+        }
+        assert_eq!(attempts, 8);
     }
 
     #[test]

@@ -26,11 +26,14 @@ use super::batch::{BatchLimits, Batcher, Measured, fill};
 use super::checkpoint::{Checkpoint, LeaseError, ShardLease, ShardLeaseStore, balance};
 use super::lanes::{Watermark, lane_of};
 use super::metrics::{MappingMetrics, ShardMetrics};
-use super::retry::{DiscardCondition, RetryPolicy, Segment, retry_delay};
+use super::retry::{
+    DiscardCondition, RETRY_BACKOFF, RETRY_BACKOFF_MAX, RetryPolicy, Segment, retry_delay,
+};
 use super::status::ProcessingResults;
 use crate::api::{EventSourceMappingSpec, SourceKind, StartingPosition};
 use crate::destination::{
-    BatchInfo, Deliver, InvocationRecord, RequestContext, ResponseContext, ShardBatchInfo,
+    BatchInfo, Deliver, Extension, FailedBatch, InvocationRecord, RequestContext, ResponseContext,
+    ShardBatchInfo,
 };
 use crate::event::{
     EventRecord, MAX_PAYLOAD_BYTES, StreamEventRecord, StreamOrigin, encode_event, encoded_len,
@@ -41,6 +44,7 @@ use crate::sources::sharded::{
     RecordPage, ShardPosition, ShardedStream, StreamError, StreamRecord,
 };
 use crate::target::{Invoke, Outcome, classify};
+use crate::trace::TraceContext;
 
 /// Lambda polls a Kinesis shard about once a second when it is caught up...
 const KINESIS_IDLE_POLL: Duration = Duration::from_secs(1);
@@ -53,9 +57,6 @@ const MAX_READ_AHEAD: usize = 10_000;
 /// First pause after a throttled or failed source call; doubles up to the max.
 const SOURCE_BACKOFF: Duration = Duration::from_millis(500);
 const SOURCE_BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// First pause before a counted retry of a failed batch; doubles up to the max.
-const RETRY_BACKOFF: Duration = Duration::from_secs(1);
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How long an empty lane waits for records before looking again.
 const LANE_IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Least time between two checkpoint writes of a shard while it runs: batches finishing within
@@ -123,6 +124,8 @@ impl StreamSettings {
 pub struct StreamIdentity {
     /// The mapping, `NAMESPACE/NAME`.
     pub mapping: String,
+    /// The mapping's UID (S3 destination keys).
+    pub mapping_uid: String,
     /// The target's URL.
     pub target_url: String,
     /// The stream's ARN (`eventSourceARN`).
@@ -696,7 +699,11 @@ where
                         0..1,
                         DiscardCondition::RetryAttemptsExhausted,
                         0,
-                        &LastResponse::error(reason),
+                        &LastResponse {
+                            context: Some(ResponseContext::payload_too_large()),
+                            http_status: None,
+                            error: Some(reason),
+                        },
                     )
                     .await
                 {
@@ -736,7 +743,8 @@ where
                         &mut batch,
                         range,
                         DiscardCondition::RecordAgeExceeded,
-                        segment.retries,
+                        // The attempt that found them expired counts, as Lambda counts it.
+                        segment.retries + 1,
                         &last,
                     )
                     .await
@@ -757,9 +765,11 @@ where
             let payload = encode_event(records.iter().map(|p| &p.record), event_len(count, bytes));
             shard.metrics.invoked(count);
             let started = Instant::now();
+            // Stream records carry no trace: each call starts one.
+            let trace = TraceContext::new_trace();
             let result = {
                 let _in_flight = self.metrics.start_in_flight();
-                self.target.invoke(payload).await
+                self.target.invoke(payload, &trace).await
             };
             shard
                 .metrics
@@ -771,7 +781,8 @@ where
             let outcome = classify(&result, ids.as_deref());
             drop(ids);
             last = LastResponse {
-                status: result.as_ref().ok().map(|r| r.status),
+                context: Some(ResponseContext::of(&result)),
+                http_status: result.as_ref().ok().map(|r| r.status),
                 error: match &outcome {
                     Outcome::Failure(reason) => Some(reason.clone()),
                     Outcome::PartialFailure(failed) => {
@@ -859,27 +870,43 @@ where
             };
             let record = InvocationRecord {
                 request_context: RequestContext {
-                    request_id: format!("{shard_id}:{}:{invocations}", first.sequence_number),
-                    mapping: self.identity.mapping.clone(),
-                    target: self.identity.target_url.clone(),
+                    request_id: uuid::Uuid::new_v4().to_string(),
+                    function_arn: self.identity.target_url.clone(),
                     condition,
                     approximate_invoke_count: invocations,
                 },
-                response_context: ResponseContext {
-                    status_code: last.status,
-                    error: last.error.clone(),
+                response_context: match condition {
+                    DiscardCondition::RecordAgeExceeded => None,
+                    DiscardCondition::RetryAttemptsExhausted => last.context.clone(),
                 },
                 version: "1.0",
                 timestamp: Timestamp::now(),
                 batch: match self.identity.kind {
-                    SourceKind::DynamoDBStreams => BatchInfo::DynamoDb(info),
-                    _ => BatchInfo::Kinesis(info),
+                    SourceKind::DynamoDBStreams => BatchInfo::DynamoDb(info.into()),
+                    _ => BatchInfo::Kinesis(info.into()),
+                },
+                extension: Extension {
+                    mapping: self.identity.mapping.clone(),
+                    http_status: last.http_status,
+                    error: last.error.clone(),
                 },
             }
             .to_json();
+            let bytes = records.iter().map(|p| p.encoded_len).sum();
+            let payload = encode_event(
+                records.iter().map(|p| &p.record),
+                event_len(records.len(), bytes),
+            );
+            let failed = FailedBatch {
+                record: &record,
+                payload: &payload,
+                mapping_uid: &self.identity.mapping_uid,
+                shard_id,
+                timestamp: Timestamp::now(),
+            };
             let mut failures = 0u32;
             loop {
-                match destination.deliver(record.clone()).await {
+                match destination.deliver(failed).await {
                     Ok(()) => {
                         shard.metrics.sent_to_destination(records.len());
                         break;
@@ -913,17 +940,9 @@ where
 /// The target's last answer to a batch, for the invocation record.
 #[derive(Clone, Debug, Default)]
 struct LastResponse {
-    status: Option<u16>,
+    context: Option<ResponseContext>,
+    http_status: Option<u16>,
     error: Option<String>,
-}
-
-impl LastResponse {
-    fn error(reason: String) -> Self {
-        Self {
-            status: None,
-            error: Some(reason),
-        }
-    }
 }
 
 /// Up to one channel read's worth of chunks for a lane: waits up to `wait` for the first,

@@ -45,13 +45,7 @@ pub async fn sdk_config(
     connection: &AwsConnection,
     field: &str,
 ) -> Result<SdkConfig, CredentialsError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
-    if let Some(region) = &connection.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &connection.endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-    }
+    let mut loader = loader(connection);
     if let Some(reference) = &connection.credentials_secret_ref {
         let field = format!("{field}.credentialsSecretRef");
         let secret = Api::<Secret>::namespaced(client.clone(), namespace)
@@ -66,6 +60,19 @@ pub async fn sdk_config(
         loader = loader.credentials_provider(credentials_from_secret(&secret, reference, &field)?);
     }
     Ok(loader.load().await)
+}
+
+/// The SDK configuration loader for `connection`'s region and endpoint, with the default AWS
+/// credential chain.
+pub fn loader(connection: &AwsConnection) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &connection.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &connection.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader
 }
 
 /// Static credentials from a Secret's keys (defaults `AWS_ACCESS_KEY_ID`,

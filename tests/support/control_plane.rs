@@ -50,6 +50,16 @@ impl ControlPlane {
         plane
     }
 
+    /// A cluster started elsewhere (`hack/start-cluster.sh` for the e2e tests): its admin
+    /// kubeconfig, the directory of kubectl and helm, and its state directory (logs).
+    pub fn of_cluster(kubeconfig: PathBuf, assets: PathBuf, state: PathBuf) -> ControlPlane {
+        ControlPlane {
+            state,
+            kubeconfig,
+            assets,
+        }
+    }
+
     fn start() -> ControlPlane {
         // A start can lose a race for a free port with another process on a busy machine (the
         // script stops what it started when it fails): one more try in a fresh directory.

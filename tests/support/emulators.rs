@@ -22,8 +22,14 @@ fn script() -> PathBuf {
 }
 
 impl Emulators {
-    /// Starts the named emulators (`moto`, `fauxqs`, `kinesis`, `dynamodb`).
+    /// Starts the named emulators (`moto`, `fauxqs`, `kinesis`, `dynamodb`) on loopback.
     pub fn start(names: &[&str]) -> Self {
+        Self::start_on(names, "127.0.0.1")
+    }
+
+    /// Starts the named emulators listening on `address` (the e2e tests: the node IP, which
+    /// pods reach).
+    pub fn start_on(names: &[&str], address: &str) -> Self {
         let state = tempfile::Builder::new()
             .prefix("esm-emulators-")
             .tempdir()
@@ -34,6 +40,7 @@ impl Emulators {
             .args(names)
             .arg("--state")
             .arg(state.path())
+            .args(["--bind", address])
             .stderr(Stdio::inherit())
             .output()
             .expect("hack/emulators.sh runs");

@@ -19,6 +19,8 @@ pub struct Call<E = SqsEvent> {
     pub event: E,
     /// Size of the request body.
     pub bytes: usize,
+    /// The request's headers (trace context).
+    pub headers: axum::http::HeaderMap,
 }
 
 /// The answer to a call: status and body.
@@ -56,6 +58,14 @@ impl<E: DeserializeOwned + Clone + Send + Sync + 'static> EventTarget<E> {
     /// Starts a target on a free loopback port; `behaviour(call_index, event)` gives each
     /// answer. A body that is not an `E` is answered 400 and fails [`EventTarget::calls`].
     pub async fn start(behaviour: impl Fn(usize, &E) -> Answer + Send + Sync + 'static) -> Self {
+        Self::start_on([127, 0, 0, 1].into(), behaviour).await
+    }
+
+    /// [`EventTarget::start`] on a free port of `address` (the e2e tests: the node IP).
+    pub async fn start_on(
+        address: std::net::IpAddr,
+        behaviour: impl Fn(usize, &E) -> Answer + Send + Sync + 'static,
+    ) -> Self {
         let shared = Shared {
             calls: Arc::default(),
             malformed: Arc::default(),
@@ -65,9 +75,9 @@ impl<E: DeserializeOwned + Clone + Send + Sync + 'static> EventTarget<E> {
             .route("/", post(handle::<E>))
             .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(address, 0))
             .await
-            .expect("a loopback port");
+            .expect("a free port");
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -105,6 +115,7 @@ impl<E> Drop for EventTarget<E> {
 
 async fn handle<E: DeserializeOwned + Clone>(
     State(shared): State<Shared<E>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
     let event: E = match serde_json::from_slice(&body) {
@@ -119,6 +130,7 @@ async fn handle<E: DeserializeOwned + Clone>(
         calls.push(Call {
             event: event.clone(),
             bytes: body.len(),
+            headers,
         });
         calls.len() - 1
     };

@@ -72,3 +72,19 @@ The image, for the operator and (passed as --poller-image) for the pollers.
 {{- define "esm-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (toString (default .Chart.AppVersion .Values.image.tag)) }}
 {{- end }}
+
+{{/*
+Labels of one alert: its severity, then metrics.prometheusRule.alertLabels (which may
+override it). Called with (list $ "warning").
+*/}}
+{{- define "esm-operator.alertLabels" -}}
+{{- $root := index . 0 }}
+{{- toYaml (merge (deepCopy $root.Values.metrics.prometheusRule.alertLabels) (dict "severity" (index . 1))) }}
+{{- end }}
+
+{{/*
+The runbook of an alert: its section in docs/operations.md. Called with (list $ "AlertName").
+*/}}
+{{- define "esm-operator.runbook" -}}
+{{- printf "%s/blob/main/docs/operations.md#%s" (index . 0).Chart.Home (lower (index . 1)) }}
+{{- end }}

@@ -393,3 +393,135 @@ fn unchanged_signals_give_an_identical_status() {
     sim.run(60, &shards(3, 3));
     assert_eq!(sim.status, first, "no write when nothing changed");
 }
+
+#[test]
+fn provisioned_pollers_set_a_floor_kept_while_the_queue_is_empty() {
+    let provisioned = serde_json::json!({"provisionedPollerConfig": {"minimumPollers": 20, "maximumPollers": 40}});
+    let mut sim = Simulation::new(standard(provisioned));
+    assert_eq!(
+        sim.evaluate(&drained()),
+        20,
+        "starts at the minimum, not at 5"
+    );
+    assert_eq!(
+        sim.status.as_ref().unwrap().provisioned_pollers,
+        Some(PollerBounds {
+            minimum: 20,
+            maximum: 40
+        })
+    );
+    let grown = sim.run(60, &backlog(10_000));
+    assert_eq!(
+        *grown.last().unwrap(),
+        40,
+        "the ramp stops at maximumPollers: {grown:?}"
+    );
+    assert!(grown.iter().all(|c| (20..=40).contains(c)), "{grown:?}");
+    assert!(
+        sim.steps
+            .last()
+            .unwrap()
+            .reason
+            .contains("maximumPollers 40")
+    );
+    let after = sim.run(30 * 60, &drained());
+    assert_eq!(
+        *after.last().unwrap(),
+        20,
+        "scales back to the minimum, never below"
+    );
+    assert!(after.iter().all(|c| *c >= 20));
+}
+
+#[test]
+fn provisioned_pollers_may_go_beyond_the_operators_maximum_and_default_their_minimum() {
+    let mut sim = Simulation::new(standard(
+        serde_json::json!({"provisionedPollerConfig": {"maximumPollers": 1500}}),
+    ));
+    sim.settings.ramp_per_minute = 600;
+    sim.evaluate(&backlog(100_000));
+    let grown = sim.run(5 * 60, &backlog(100_000));
+    assert_eq!(*grown.last().unwrap(), 1500, "above the operator's 1000");
+    let mut fifo_sim = Simulation::new(fifo(
+        serde_json::json!({"provisionedPollerConfig": {"maximumPollers": 4}}),
+    ));
+    assert_eq!(
+        fifo_sim.evaluate(&groups(0)),
+        2,
+        "Lambda's default minimum of 2"
+    );
+    assert_eq!(
+        fifo_sim.evaluate(&groups(9)),
+        4,
+        "active groups up to maximumPollers"
+    );
+}
+
+#[test]
+fn mappings_without_provisioned_pollers_scale_as_before() {
+    let mut sim = Simulation::new(standard(serde_json::json!({})));
+    assert_eq!(sim.evaluate(&drained()), 5);
+    assert_eq!(sim.status.as_ref().unwrap().provisioned_pollers, None);
+    let mut fifo_sim = Simulation::new(fifo(serde_json::json!({})));
+    assert_eq!(fifo_sim.evaluate(&groups(0)), 1);
+}
+
+/// A mapping as a poller replica sees it: `spec` with the controller's decision in status.
+fn decided(
+    spec: EventSourceMappingSpec,
+    concurrency: u32,
+    desired: i32,
+    ready: i32,
+) -> EventSourceMapping {
+    let mut mapping = EventSourceMapping::new("orders", spec);
+    mapping.status = Some(crate::api::EventSourceMappingStatus {
+        ready_replicas: Some(ready),
+        scaling: Some(ScalingStatus {
+            concurrency,
+            desired_replicas: desired,
+            ..ScalingStatus::default()
+        }),
+        ..Default::default()
+    });
+    mapping
+}
+
+#[test]
+fn replicas_share_the_concurrency_and_never_exceed_it_together() {
+    let capped = standard(serde_json::json!({"scalingConfig": {"maximumConcurrency": 2}}));
+    assert_eq!(
+        replica_loops(&decided(capped, 2, 1, 1)),
+        2,
+        "one replica of batchesPerReplica 10 runs only the cap"
+    );
+    for per_replica in [1, 3, 4, 10, 100] {
+        let spec = standard(serde_json::json!({"poller": {"batchesPerReplica": per_replica}}));
+        for concurrency in 1..=1000 {
+            let replicas = replicas(&spec, spec.source_kind(), concurrency);
+            let loops = replica_loops(&decided(spec.clone(), concurrency, replicas, replicas));
+            assert!(
+                loops as u32 <= per_replica,
+                "{concurrency} over {replicas}: {loops}"
+            );
+            assert!(
+                loops as i64 * i64::from(replicas) <= i64::from(concurrency),
+                "{replicas} replicas x {loops} loops exceed concurrency {concurrency}"
+            );
+            assert!(loops >= 1);
+        }
+    }
+}
+
+#[test]
+fn replica_loops_divide_by_the_replicas_still_running() {
+    let spec = standard(serde_json::json!({"poller": {"batchesPerReplica": 10}}));
+    assert_eq!(replica_loops(&decided(spec.clone(), 15, 2, 2)), 7);
+    // Scaling down from 3 to 2: while 3 are ready, each keeps a third.
+    assert_eq!(replica_loops(&decided(spec.clone(), 15, 2, 3)), 5);
+    // Disabled: one loop (the engine does not run anyway).
+    assert_eq!(replica_loops(&decided(spec.clone(), 0, 0, 0)), 1);
+    // No decision yet (a poller started by hand): batchesPerReplica, at most the cap.
+    assert_eq!(replica_loops(&EventSourceMapping::new("orders", spec)), 10);
+    let capped = standard(serde_json::json!({"scalingConfig": {"maximumConcurrency": 3}}));
+    assert_eq!(replica_loops(&EventSourceMapping::new("orders", capped)), 3);
+}

@@ -9,6 +9,7 @@ use crate::api::SourceKind;
 use crate::event::SQS_EVENT_SOURCE;
 use crate::sources::sqs::{EntryFailure, QueueAttributes};
 use crate::target::{CallError, TargetResponse};
+use crate::trace::TraceContext;
 
 #[derive(Default)]
 struct QueueState {
@@ -143,7 +144,11 @@ impl FakeTarget {
 }
 
 impl Invoke for FakeTarget {
-    async fn invoke(&self, payload: Vec<u8>) -> Result<TargetResponse, CallError> {
+    async fn invoke(
+        &self,
+        payload: Vec<u8>,
+        _trace: &TraceContext,
+    ) -> Result<TargetResponse, CallError> {
         let event: Value = serde_json::from_slice(&payload).expect("the engine sends JSON");
         let records = event["Records"].as_array().expect("Records").clone();
         let answer = (self.answer)(&records);
@@ -517,7 +522,11 @@ impl SlowTarget {
 }
 
 impl Invoke for SlowTarget {
-    async fn invoke(&self, _payload: Vec<u8>) -> Result<TargetResponse, CallError> {
+    async fn invoke(
+        &self,
+        _payload: Vec<u8>,
+        _trace: &TraceContext,
+    ) -> Result<TargetResponse, CallError> {
         {
             let mut calls = self.0.lock().unwrap();
             calls.0 += 1;

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::Value;
 
 use super::*;
-use crate::destination::Deliver;
+use crate::destination::{Deliver, FailedBatch};
 use crate::poller::checkpoint::memory::{MemoryLeaseStore, MemoryLeases};
 use crate::sources::sharded::{KinesisEncryption, KinesisRecord, RecordPayload, Shard};
 use crate::target::{CallError, TargetResponse};
+use crate::trace::TraceContext;
 
 const ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/test";
 
@@ -216,7 +217,11 @@ fn data(record: &Value) -> String {
 }
 
 impl Invoke for FakeTarget {
-    async fn invoke(&self, payload: Vec<u8>) -> Result<TargetResponse, CallError> {
+    async fn invoke(
+        &self,
+        payload: Vec<u8>,
+        _trace: &TraceContext,
+    ) -> Result<TargetResponse, CallError> {
         let event: Value = serde_json::from_slice(&payload).unwrap();
         let records = event["Records"].as_array().unwrap().clone();
         // Lanes answer at different speeds, so they finish out of order.
@@ -235,7 +240,7 @@ struct FakeDestination {
 }
 
 impl Deliver for FakeDestination {
-    async fn deliver(&self, record: String) -> Result<(), String> {
+    async fn deliver(&self, failed: FailedBatch<'_>) -> Result<(), String> {
         if self
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -246,7 +251,7 @@ impl Deliver for FakeDestination {
         self.records
             .lock()
             .unwrap()
-            .push(serde_json::from_str(&record).unwrap());
+            .push(serde_json::from_str(failed.record).unwrap());
         Ok(())
     }
 }
@@ -294,6 +299,7 @@ fn start(
             settings,
             identity: StreamIdentity {
                 mapping: "ns/m".into(),
+                mapping_uid: "uid-1".into(),
                 target_url: "http://target/".into(),
                 stream_arn: ARN.into(),
                 invoke_identity: "esm.dev/namespaces/ns/eventsourcemappings/m".into(),
@@ -613,6 +619,7 @@ async fn filtered_records_are_skipped_and_checkpointed() {
         settings: settings(1),
         identity: StreamIdentity {
             mapping: "ns/m".into(),
+            mapping_uid: "uid-1".into(),
             target_url: "http://target/".into(),
             stream_arn: ARN.into(),
             invoke_identity: "esm".into(),

@@ -1,0 +1,54 @@
+//! Records keyed for order checks: `k{n}/{i}` is record `i` of key `k{n}`; what a target
+//! received is checked for completeness, per-key order and duplicates.
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `count` records over `keys` keys: key `k{n}`, data `k{n}/{i}` with `i` counting from
+/// `first` per key.
+pub fn keyed_records(count: usize, keys: usize, first: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| {
+            let key = format!("k{}", i % keys);
+            let data = format!("{key}/{}", first + i / keys);
+            (key, data)
+        })
+        .collect()
+}
+
+/// Per key, the record numbers in delivery order.
+pub fn per_key(delivered: &[String]) -> BTreeMap<String, Vec<usize>> {
+    let mut keys: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for data in delivered {
+        let (key, n) = data.split_once('/').unwrap();
+        keys.entry(key.into()).or_default().push(n.parse().unwrap());
+    }
+    keys
+}
+
+/// Every record arrived, and every key's records first arrived in order (a redelivered batch
+/// may repeat records already delivered).
+pub fn assert_complete_and_ordered(delivered: &[String], expected: &[(String, String)]) {
+    let got: BTreeSet<&str> = delivered.iter().map(String::as_str).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .map(|(_, data)| data.as_str())
+        .filter(|data| !got.contains(data))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} records missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    for (key, numbers) in per_key(delivered) {
+        let mut sorted = numbers.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let deduped: Vec<usize> = numbers.iter().copied().fold(Vec::new(), |mut acc, n| {
+            if acc.last().is_none_or(|last| n > *last) {
+                acc.push(n);
+            }
+            acc
+        });
+        assert_eq!(deduped, sorted, "key {key} out of order: {numbers:?}");
+    }
+}
