@@ -59,6 +59,8 @@ pub const DEFAULT_BATCHES_PER_REPLICA: u32 = 10;
     validation = Rule::new("!has(self.source.sqs) || !has(self.maximumRecordAgeInSeconds)").message("maximumRecordAgeInSeconds is only supported for Kinesis and DynamoDB Streams sources").field_path(".maximumRecordAgeInSeconds").reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.source.sqs) || !has(self.bisectBatchOnTargetError)").message("bisectBatchOnTargetError is only supported for Kinesis and DynamoDB Streams sources").field_path(".bisectBatchOnTargetError").reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.source.sqs) || !has(self.tumblingWindowInSeconds)").message("tumblingWindowInSeconds is only supported for Kinesis and DynamoDB Streams sources").field_path(".tumblingWindowInSeconds").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.tumblingWindowInSeconds) || self.tumblingWindowInSeconds == 0 || !has(self.bisectBatchOnTargetError) || !self.bisectBatchOnTargetError").message("bisectBatchOnTargetError cannot be used with tumblingWindowInSeconds: a window's calls carry its state in shard order").field_path(".bisectBatchOnTargetError").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.tumblingWindowInSeconds) || self.tumblingWindowInSeconds == 0 || !has(self.parallelizationFactor) || self.parallelizationFactor == 1").message("parallelizationFactor must be 1 with tumblingWindowInSeconds: a window's state is one per shard").field_path(".parallelizationFactor").reason(Reason::FieldValueForbidden),
     validation = Rule::new("!has(self.source.sqs) || !has(self.destinationConfig)").message("destinationConfig is only supported for Kinesis and DynamoDB Streams sources (an SQS mapping never gives up on a message: configure a dead-letter queue in the queue's redrive policy)").field_path(".destinationConfig").reason(Reason::FieldValueForbidden),
     validation = Rule::new("has(self.source.sqs) || !has(self.provisionedPollerConfig)").message("provisionedPollerConfig is only supported for SQS sources here (streams scale with their shards)").field_path(".provisionedPollerConfig").reason(Reason::FieldValueForbidden),
     validation = Rule::new("has(self.source.sqs) || !has(self.scalingConfig)").message("scalingConfig is only supported for SQS sources (streams scale with their shards)").field_path(".scalingConfig").reason(Reason::FieldValueForbidden),
@@ -138,9 +140,10 @@ pub struct EventSourceMappingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_criteria: Option<FilterCriteria>,
 
-    /// Streams: seconds of a tumbling aggregation window carried between invocations of a shard
-    /// (0..900). Default 0: off. Not supported yet: a value above 0 is reported as an invalid
-    /// spec rather than silently ignored.
+    /// Streams: seconds of a tumbling window (0..900; default 0: off). The target gets the
+    /// window and the state it returned last for the shard with every batch, answers
+    /// `{"state": {...}}`, and gets a last call with `isFinalInvokeForWindow: true` when the
+    /// window closes. Not with `bisectBatchOnTargetError`, nor a `parallelizationFactor` above 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 900))]
     pub tumbling_window_in_seconds: Option<u32>,

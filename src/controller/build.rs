@@ -241,7 +241,7 @@ pub fn build(mapping: &EventSourceMapping, config: &PollerConfig, replicas: i32)
 }
 
 /// What a poller of this mapping may do: hold its shard leases, read its mapping, report status
-/// and events, and read the credentials Secrets the mapping names.
+/// and events, read the credentials Secrets the mapping names, and keep tumbling-window state.
 fn poller_rules(mapping: &EventSourceMapping) -> Vec<PolicyRule> {
     let name = mapping.name_any();
     let rule =
@@ -275,6 +275,15 @@ fn poller_rules(mapping: &EventSourceMapping) -> Vec<PolicyRule> {
         ),
         rule("events.k8s.io", &["events"], &["create", "patch"], None),
     ];
+    if mapping.spec.tumbling_window_in_seconds.unwrap_or(0) > 0 {
+        // Window state, one ConfigMap per shard beside its Lease (poller::checkpoint).
+        rules.push(rule(
+            "",
+            &["configmaps"],
+            &["get", "create", "update", "delete"],
+            None,
+        ));
+    }
     let secrets = credentials_secrets(mapping);
     if !secrets.is_empty() {
         rules.push(rule("", &["secrets"], &["get"], Some(secrets)));

@@ -80,10 +80,19 @@ pub fn validate(mapping: &EventSourceMapping, now: Timestamp) -> Result<(), Inva
         ));
     }
     if spec.tumbling_window_in_seconds.unwrap_or(0) > 0 {
-        return Err(InvalidSpec::new(
-            "spec.tumblingWindowInSeconds",
-            "tumbling windows are not supported yet; remove the field or set it to 0",
-        ));
+        // The CRD refuses these too; this is for objects stored before those rules.
+        if spec.bisect_batch_on_target_error == Some(true) {
+            return Err(InvalidSpec::new(
+                "spec.bisectBatchOnTargetError",
+                "cannot be used with tumblingWindowInSeconds: a window's calls carry its state in shard order",
+            ));
+        }
+        if spec.effective_parallelization_factor() > 1 {
+            return Err(InvalidSpec::new(
+                "spec.parallelizationFactor",
+                "must be 1 with tumblingWindowInSeconds: a window's state is one per shard",
+            ));
+        }
     }
     if let Some(criteria) = &spec.filter_criteria {
         crate::filter::FilterSet::parse_for(
@@ -151,14 +160,26 @@ mod tests {
     }
 
     #[test]
-    fn tumbling_windows_are_refused_not_ignored() {
+    fn tumbling_windows_refuse_bisect_and_parallel_lanes() {
         let mut mapping = load("kinesis-full");
         mapping.spec.tumbling_window_in_seconds = Some(60);
+        mapping.spec.bisect_batch_on_target_error = Some(false);
+        mapping.spec.parallelization_factor = Some(1);
+        assert!(validate(&mapping, now()).is_ok());
+        mapping.spec.bisect_batch_on_target_error = Some(true);
         assert_eq!(
             validate(&mapping, now()).unwrap_err().field,
-            "spec.tumblingWindowInSeconds"
+            "spec.bisectBatchOnTargetError"
         );
+        mapping.spec.bisect_batch_on_target_error = None;
+        mapping.spec.parallelization_factor = Some(2);
+        assert_eq!(
+            validate(&mapping, now()).unwrap_err().field,
+            "spec.parallelizationFactor"
+        );
+        // Without a window both are fine.
         mapping.spec.tumbling_window_in_seconds = Some(0);
+        mapping.spec.bisect_batch_on_target_error = Some(true);
         assert!(validate(&mapping, now()).is_ok());
     }
 

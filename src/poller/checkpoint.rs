@@ -19,9 +19,11 @@ use std::time::Duration;
 use crate::controller::build::sha256_hex;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use super::window::StoredWindow;
 use crate::sources::sharded::Shard;
 
 pub use kube_store::KubeShardLeases;
+pub use window_store::WINDOW_STATE_LABEL;
 
 /// Annotation with the shard id the Lease is for (its name is only derived from it).
 pub const SHARD_ID_ANNOTATION: &str = "esm.dev/shard-id";
@@ -139,6 +141,15 @@ pub enum LeaseError {
     Lost { shard_id: String, holder: String },
     #[error("Kubernetes API error on shard leases: {0}")]
     Kube(#[from] kube::Error),
+    /// The stored window state cannot be read; it is left as it is.
+    #[error(
+        "window state of shard {shard_id} ({object}) cannot be read: {reason}; fix or delete it to start the window afresh"
+    )]
+    BadWindowState {
+        shard_id: String,
+        object: String,
+        reason: String,
+    },
     /// The mapping cannot own leases (no uid or namespace: not read from the API server).
     #[error("mapping {0} has no uid or namespace: read it from the API server first")]
     UnsavedMapping(String),
@@ -186,6 +197,24 @@ pub trait ShardLeaseStore: Send + Sync {
     /// Deletes a lease as observed: a finished shard the stream no longer has, or an expired
     /// presence. Does nothing when it changed or is gone.
     fn remove(&self, stale: &StaleLease) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// The tumbling-window state kept beside the shard's checkpoint, if any. What it holds is
+    /// valid up to its own checkpoint, which is the one to resume from when it exists.
+    fn load_window(
+        &self,
+        shard_id: &str,
+    ) -> impl Future<Output = Result<Option<StoredWindow>, LeaseError>> + Send;
+
+    /// Replaces the window state of a shard this replica holds; [`LeaseError::Lost`] when
+    /// another replica wrote it since this one loaded or saved it.
+    fn save_window(
+        &self,
+        shard_id: &str,
+        window: &StoredWindow,
+    ) -> impl Future<Output = Result<(), LeaseError>> + Send;
+
+    /// Deletes the window state of a shard read to its end.
+    fn remove_window(&self, shard_id: &str) -> impl Future<Output = Result<(), LeaseError>> + Send;
 }
 
 /// A lease nobody needs any more.
@@ -418,6 +447,7 @@ pub fn presence_lease_name(mapping: &str, holder: &str) -> String {
 
 mod kube_store;
 pub mod memory;
+mod window_store;
 
 #[cfg(test)]
 mod tests;

@@ -62,6 +62,11 @@ impl Watermark {
         self.advanced.clone().filter(|_| !self.written)
     }
 
+    /// The last record of the finished prefix, written or not.
+    pub fn finished(&self) -> Option<&str> {
+        self.advanced.as_deref()
+    }
+
     /// `sequence_number` was written as the checkpoint.
     pub fn written(&mut self, sequence_number: &str) {
         if self.advanced.as_deref() == Some(sequence_number) {

@@ -17,6 +17,7 @@ pub mod report;
 pub mod retry;
 pub mod status;
 pub mod stream;
+pub mod window;
 
 use std::net::SocketAddr;
 use std::pin::pin;

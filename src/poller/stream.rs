@@ -13,6 +13,10 @@
 //!
 //! Stopping a shard (handed over, or the poller stops) finishes the call in flight, writes the
 //! checkpoint and releases the lease; losing a lease stops the shard at once, without writing.
+//!
+//! With tumbling windows ([`super::window`]) a shard has one lane of its own kind
+//! (`windowed`): it carries the target's state from call to call, closes each window with a
+//! final call, and keeps the state with the shard's checkpoint.
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +34,9 @@ use super::retry::{
     DiscardCondition, RETRY_BACKOFF, RETRY_BACKOFF_MAX, RetryPolicy, Segment, retry_delay,
 };
 use super::status::ProcessingResults;
+use super::window::{
+    MAX_STATE_BYTES, StoredWindow, TumblingWindows, WINDOW_FIELDS_BYTES, returned_state,
+};
 use crate::api::{EventSourceMappingSpec, SourceKind, StartingPosition};
 use crate::destination::{
     BatchInfo, Deliver, Extension, FailedBatch, InvocationRecord, RequestContext, ResponseContext,
@@ -82,6 +89,8 @@ pub struct StreamSettings {
     pub lease_duration: Duration,
     /// First pause before a counted retry (doubles, up to a minute).
     pub retry_backoff: Duration,
+    /// `tumblingWindowInSeconds` above 0.
+    pub tumbling: Option<TumblingWindows>,
 }
 
 impl StreamSettings {
@@ -109,6 +118,10 @@ impl StreamSettings {
             busy_poll,
             lease_duration,
             retry_backoff: RETRY_BACKOFF,
+            tumbling: spec
+                .tumbling_window_in_seconds
+                .filter(|seconds| *seconds > 0)
+                .map(TumblingWindows::new),
         }
     }
 
@@ -317,9 +330,23 @@ where
             metrics: self.metrics.shard(&shard_id),
             watermark: Mutex::new(Watermark::default()),
             finished: watch::channel(0).0,
+            caught_up: watch::channel(None).0,
+            lost: watch::channel(false).0,
             drain,
         });
-        let exit = self.clone().read_and_process(&lease, &shard).await;
+        let mut lease = lease;
+        let stored = match self.settings.tumbling {
+            None => None,
+            Some(_) => match self.load_window(&shard).await {
+                Ok(stored) => stored,
+                Err(exit) => return (shard_id, self.close_shard(&shard, exit).await),
+            },
+        };
+        // The window state is valid up to its own checkpoint: resume there.
+        if let Some(checkpoint) = stored.as_ref().and_then(|s| s.checkpoint.clone()) {
+            lease.checkpoint = Some(Checkpoint::SequenceNumber(checkpoint));
+        }
+        let exit = self.clone().read_and_process(&lease, &shard, stored).await;
         let exit = self.close_shard(&shard, exit).await;
         (shard_id, exit)
     }
@@ -345,7 +372,15 @@ where
                 .checkpoint(shard_id, &Checkpoint::ShardEnd, Timestamp::now())
                 .await
             {
-                Ok(_) => return ShardExit::Finished,
+                Ok(_) => {
+                    // Its last window was closed; children start windows of their own.
+                    if self.settings.tumbling.is_some()
+                        && let Err(error) = self.leases.remove_window(shard_id).await
+                    {
+                        tracing::warn!(shard = %shard_id, %error, "cannot delete the window state of a finished shard; it goes with the mapping");
+                    }
+                    return ShardExit::Finished;
+                }
                 Err(LeaseError::Lost { .. }) => return ShardExit::Lost,
                 Err(error) => {
                     tracing::warn!(shard = %shard_id, %error, "cannot checkpoint the shard end; its end is read again");
@@ -387,13 +422,27 @@ where
         self: Arc<Self>,
         lease: &ShardLease,
         shard: &Arc<ShardRun>,
+        stored: Option<StoredWindow>,
     ) -> ShardExit {
         let mut lanes = JoinSet::new();
         let mut senders = Vec::with_capacity(self.settings.lanes);
-        for _ in 0..self.settings.lanes {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            senders.push(sender);
-            lanes.spawn(self.clone().run_lane(shard.clone(), receiver));
+        match self.settings.tumbling {
+            // One lane: the state is the shard's (validation refuses parallelizationFactor).
+            Some(windows) => {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                senders.push(sender);
+                lanes.spawn(
+                    self.clone()
+                        .run_window_lane(shard.clone(), receiver, windows, stored),
+                );
+            }
+            None => {
+                for _ in 0..self.settings.lanes {
+                    let (sender, receiver) = mpsc::unbounded_channel();
+                    senders.push(sender);
+                    lanes.spawn(self.clone().run_lane(shard.clone(), receiver));
+                }
+            }
         }
         let work = async {
             let end = self.read_shard(lease, shard, senders).await;
@@ -403,6 +452,7 @@ where
         tokio::select! {
             end = work => end,
             lost = self.checkpoint_loop(shard) => lost,
+            _ = shard.lost() => ShardExit::Lost,
         }
     }
 
@@ -607,6 +657,10 @@ where
             if had_records {
                 skip = None;
             }
+            if !busy {
+                // After the dispatch: a lane that sees this time has every record read by it.
+                shard.caught_up.send_replace(Some(Timestamp::now()));
+            }
             match next_iterator {
                 Some(next) => iterator = next,
                 None => return ShardExit::Finished,
@@ -673,10 +727,7 @@ where
         receiver: mpsc::UnboundedReceiver<Vec<Pending>>,
     ) {
         let receiver = tokio::sync::Mutex::new(receiver);
-        let mut batcher = Batcher::new(BatchLimits::new(
-            self.settings.batch_size,
-            self.settings.window,
-        ));
+        let mut batcher = Batcher::new(self.batch_limits());
         let mut drained = shard.drain.clone();
         loop {
             let filled = tokio::select! {
@@ -686,29 +737,8 @@ where
                     async move { receive(&mut *receiver.lock().await, wait).await }
                 }) => filled,
             };
-            for oversized in batcher.take_oversized() {
-                let reason = format!(
-                    "record needs a {}-byte event, more than the {MAX_PAYLOAD_BYTES}-byte limit",
-                    oversized.event_bytes
-                );
-                let mut single = vec![oversized.record];
-                if !self
-                    .discard(
-                        &shard,
-                        &mut single,
-                        0..1,
-                        DiscardCondition::RetryAttemptsExhausted,
-                        0,
-                        &LastResponse {
-                            context: Some(ResponseContext::payload_too_large()),
-                            http_status: None,
-                            error: Some(reason),
-                        },
-                    )
-                    .await
-                {
-                    return;
-                }
+            if !self.discard_oversized(&shard, &mut batcher).await {
+                return;
             }
             let batch = batcher.take();
             if batch.is_empty() {
@@ -717,15 +747,69 @@ where
                 }
                 continue;
             }
-            if !self.process(&shard, batch).await {
+            if !self.process(&shard, batch, None).await {
                 return;
             }
         }
     }
 
+    /// Discards the records too large for any event, each alone. False when the shard was
+    /// drained first.
+    async fn discard_oversized(&self, shard: &ShardRun, batcher: &mut Batcher<Pending>) -> bool {
+        for oversized in batcher.take_oversized() {
+            let reason = format!(
+                "record needs a {}-byte event, more than the {}-byte limit",
+                oversized.event_bytes,
+                self.payload_limit()
+            );
+            let mut single = vec![oversized.record];
+            if !self
+                .discard(
+                    shard,
+                    &mut single,
+                    0..1,
+                    DiscardCondition::RetryAttemptsExhausted,
+                    0,
+                    &LastResponse {
+                        context: Some(ResponseContext::payload_too_large()),
+                        http_status: None,
+                        error: Some(reason),
+                    },
+                )
+                .await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Most bytes of a batch's event: Lambda's limit, less room for the largest window state
+    /// when the mapping has tumbling windows.
+    fn payload_limit(&self) -> usize {
+        match self.settings.tumbling {
+            Some(_) => MAX_PAYLOAD_BYTES - MAX_STATE_BYTES - WINDOW_FIELDS_BYTES,
+            None => MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_payload_bytes: self.payload_limit(),
+            ..BatchLimits::new(self.settings.batch_size, self.settings.window)
+        }
+    }
+
     /// Sends a batch until every record is done or discarded. Returns false when the shard
-    /// was drained first (the unfinished records are read again by the next holder).
-    async fn process(&self, shard: &ShardRun, mut batch: Vec<Pending>) -> bool {
+    /// was drained first (the unfinished records are read again by the next holder). With a
+    /// tumbling window, each call carries the window's state and the answer's state replaces
+    /// it.
+    async fn process(
+        &self,
+        shard: &ShardRun,
+        mut batch: Vec<Pending>,
+        mut window: Option<&mut OpenWindow>,
+    ) -> bool {
         let mut segments = VecDeque::from([Segment::whole(batch.len())]);
         let mut last = LastResponse::default();
         while let Some(mut segment) = segments.pop_front() {
@@ -762,7 +846,12 @@ where
             let records = &batch[segment.range.clone()];
             let count = records.len();
             let bytes = records.iter().map(|p| p.encoded_len).sum();
-            let payload = encode_event(records.iter().map(|p| &p.record), event_len(count, bytes));
+            let mut payload =
+                encode_event(records.iter().map(|p| &p.record), event_len(count, bytes));
+            if let Some(open) = window.as_deref() {
+                payload =
+                    open.add_fields(payload, shard, &self.identity, WindowCallKind::Aggregate);
+            }
             shard.metrics.invoked(count);
             let started = Instant::now();
             // Stream records carry no trace: each call starts one.
@@ -778,8 +867,17 @@ where
                 .settings
                 .report_batch_item_failures
                 .then(|| records.iter().map(|p| p.record.item_identifier()).collect());
-            let outcome = classify(&result, ids.as_deref());
+            let mut outcome = classify(&result, ids.as_deref());
             drop(ids);
+            let mut state_over_limit = false;
+            if let (Some(open), Outcome::Success | Outcome::PartialFailure(_), Ok(response)) =
+                (window.as_deref_mut(), &outcome, &result)
+            {
+                match returned_state(&response.body) {
+                    Ok(state) => state_over_limit = open.replace_state(state),
+                    Err(reason) => outcome = Outcome::Failure(reason),
+                }
+            }
             last = LastResponse {
                 context: Some(ResponseContext::of(&result)),
                 http_status: result.as_ref().ok().map(|r| r.status),
@@ -826,6 +924,14 @@ where
             }
             for next in step.send.into_iter().rev() {
                 segments.push_front(next);
+            }
+            if state_over_limit
+                && let Some(open) = window.as_deref_mut()
+                && !self
+                    .close_window(shard, open, WindowCallKind::TerminatedEarly)
+                    .await
+            {
+                return false;
             }
         }
         true
@@ -1003,6 +1109,10 @@ struct ShardRun {
     watermark: Mutex<Watermark>,
     /// Bumped whenever records finish: wakes the checkpointer and a reader waiting for room.
     finished: watch::Sender<u64>,
+    /// When the reader last read everything the shard had (tumbling windows close on it).
+    caught_up: watch::Sender<Option<Timestamp>>,
+    /// Set when a write found another replica holding the shard: it stops at once.
+    lost: watch::Sender<bool>,
     drain: watch::Receiver<bool>,
 }
 
@@ -1046,6 +1156,11 @@ impl ShardRun {
         *self.drain.borrow()
     }
 
+    async fn lost(&self) {
+        let mut lost = self.lost.subscribe();
+        let _ = lost.wait_for(|l| *l).await;
+    }
+
     async fn drained(&self) {
         let mut drain = self.drain.clone();
         let _ = drain.wait_for(|d| *d).await;
@@ -1063,6 +1178,9 @@ impl ShardRun {
         }
     }
 }
+
+mod windowed;
+use windowed::{OpenWindow, WindowCallKind};
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Precon
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
+use super::window_store::ConfigMapWindows;
 use super::{
     CHECKPOINT_ANNOTATION, Checkpoint, LEASE_KIND_LABEL, LeaseError, LeaseSnapshot,
     PARENT_SHARD_IDS_ANNOTATION, Presence, SHARD_ID_ANNOTATION, ShardLease, ShardLeaseStore,
@@ -18,6 +19,7 @@ use super::{
 };
 use crate::api::EventSourceMapping;
 use crate::controller::build::{MAPPING_LABEL, labels};
+use crate::poller::window::StoredWindow;
 use crate::sources::sharded::Shard;
 
 /// Writes retried after a conflict with this replica's own concurrent writes.
@@ -32,6 +34,7 @@ pub struct KubeShardLeases {
     duration: Duration,
     /// The leases this replica last wrote, so a renewal or checkpoint is usually one request.
     held: Mutex<HashMap<String, ShardLease>>,
+    windows: ConfigMapWindows,
 }
 
 /// A write to a held lease.
@@ -54,11 +57,18 @@ impl KubeShardLeases {
         let (Some(namespace), Some(owner)) = (mapping.namespace(), mapping.owner_ref(&())) else {
             return Err(LeaseError::UnsavedMapping(name));
         };
+        let holder = holder.into();
         Ok(KubeShardLeases {
+            windows: ConfigMapWindows::new(
+                Api::namespaced(client.clone(), &namespace),
+                name.clone(),
+                owner.clone(),
+                holder.clone(),
+            ),
             api: Api::namespaced(client, &namespace),
             mapping: name,
             owner,
-            holder: holder.into(),
+            holder,
             duration,
             held: Mutex::new(HashMap::new()),
         })
@@ -379,6 +389,28 @@ impl ShardLeaseStore for KubeShardLeases {
             Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => Ok(()),
             Err(error) => Err(error.into()),
         }
+    }
+
+    async fn load_window(&self, shard_id: &str) -> Result<Option<StoredWindow>, LeaseError> {
+        self.windows.load(shard_id).await
+    }
+
+    async fn save_window(&self, shard_id: &str, window: &StoredWindow) -> Result<(), LeaseError> {
+        // A replica that knows it lost the lease must not write; one that does not know yet
+        // is stopped by the object's version (see window_store).
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(shard_id);
+        if !held {
+            return Err(self.lost(shard_id));
+        }
+        self.windows.save(shard_id, window).await
+    }
+
+    async fn remove_window(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.windows.remove(shard_id).await
     }
 }
 

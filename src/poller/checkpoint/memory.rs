@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{
     Checkpoint, LeaseError, LeaseSnapshot, Presence, ShardLease, ShardLeaseStore, StaleLease,
 };
+use crate::poller::window::StoredWindow;
 use crate::sources::sharded::Shard;
 
 /// The leases of one mapping, shared by the stores of several replicas.
@@ -25,6 +26,7 @@ struct State {
     presences: BTreeMap<String, Presence>,
     /// Checkpoints written, over all shards.
     checkpoint_writes: usize,
+    windows: BTreeMap<String, StoredWindow>,
 }
 
 impl State {
@@ -64,6 +66,11 @@ impl MemoryLeases {
     /// The lease of `shard_id` as stored now.
     pub fn lease(&self, shard_id: &str) -> Option<ShardLease> {
         self.state().shards.get(shard_id).cloned()
+    }
+
+    /// The window state of `shard_id` as stored now.
+    pub fn window(&self, shard_id: &str) -> Option<StoredWindow> {
+        self.state().windows.get(shard_id).cloned()
     }
 }
 
@@ -200,6 +207,31 @@ impl ShardLeaseStore for MemoryLeaseStore {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn load_window(&self, shard_id: &str) -> Result<Option<StoredWindow>, LeaseError> {
+        Ok(self.leases.state().windows.get(shard_id).cloned())
+    }
+
+    async fn save_window(&self, shard_id: &str, window: &StoredWindow) -> Result<(), LeaseError> {
+        let mut state = self.leases.state();
+        if !state
+            .shards
+            .get(shard_id)
+            .is_some_and(|lease| lease.is_held_by(&self.holder))
+        {
+            return Err(LeaseError::Lost {
+                shard_id: shard_id.into(),
+                holder: self.holder.clone(),
+            });
+        }
+        state.windows.insert(shard_id.into(), window.clone());
+        Ok(())
+    }
+
+    async fn remove_window(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.leases.state().windows.remove(shard_id);
         Ok(())
     }
 }

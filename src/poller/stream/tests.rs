@@ -272,6 +272,7 @@ fn settings(lanes: usize) -> StreamSettings {
         busy_poll: KINESIS_BUSY_POLL,
         lease_duration: Duration::from_secs(30),
         retry_backoff: Duration::from_secs(1),
+        tumbling: None,
     }
 }
 
@@ -281,33 +282,32 @@ struct Running {
     metrics: MappingMetrics,
 }
 
-fn start(
+fn start<T: Invoke + Clone>(
     stream: &FakeStream,
     leases: &Arc<MemoryLeases>,
-    target: &FakeTarget,
+    target: &T,
     destination: Option<&FakeDestination>,
     settings: StreamSettings,
 ) -> Running {
     let metrics = MappingMetrics::detached();
-    let poller: StreamPoller<FakeStream, MemoryLeaseStore, FakeTarget, FakeDestination> =
-        StreamPoller {
-            stream: stream.clone(),
-            leases: leases.store("replica-1", settings.lease_duration),
-            target: target.clone(),
-            destination: destination.cloned(),
-            filters: FilterSet::default(),
-            settings,
-            identity: StreamIdentity {
-                mapping: "ns/m".into(),
-                mapping_uid: "uid-1".into(),
-                target_url: "http://target/".into(),
-                stream_arn: ARN.into(),
-                invoke_identity: "esm.dev/namespaces/ns/eventsourcemappings/m".into(),
-                kind: SourceKind::Kinesis,
-            },
-            metrics: metrics.clone(),
-            results: ProcessingResults::default(),
-        };
+    let poller: StreamPoller<FakeStream, MemoryLeaseStore, T, FakeDestination> = StreamPoller {
+        stream: stream.clone(),
+        leases: leases.store("replica-1", settings.lease_duration),
+        target: target.clone(),
+        destination: destination.cloned(),
+        filters: FilterSet::default(),
+        settings,
+        identity: StreamIdentity {
+            mapping: "ns/m".into(),
+            mapping_uid: "uid-1".into(),
+            target_url: "http://target/".into(),
+            stream_arn: ARN.into(),
+            invoke_identity: "esm.dev/namespaces/ns/eventsourcemappings/m".into(),
+            kind: SourceKind::Kinesis,
+        },
+        metrics: metrics.clone(),
+        results: ProcessingResults::default(),
+    };
     let (stop, stopped) = watch::channel(false);
     Running {
         stop,
@@ -779,3 +779,5 @@ fn settings_follow_the_spec_and_the_source() {
         "one batch even above the read-ahead cap"
     );
 }
+
+mod windows;
