@@ -170,6 +170,7 @@ fn run_queue_engine(
         metrics: MappingMetrics::detached(),
         results: ProcessingResults::default(),
         activity: Activity::default(),
+        spans: Default::default(),
     };
     let start = thread_cpu_time();
     runtime.block_on(poller.run(stop));
@@ -295,6 +296,7 @@ fn run_stream_engine(
         },
         metrics: metrics.clone(),
         results: ProcessingResults::default(),
+        spans: Default::default(),
     };
     let (stop, stopped) = watch::channel(false);
     let start = thread_cpu_time();
