@@ -47,23 +47,22 @@ const SHARD: &str = "shardId-000000000000";
 const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/clicks";
 const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:000000000000:orders";
 
+/// The requests a receiver got: headers and body.
+type Requests = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
 /// An OTLP/HTTP receiver on a free loopback port, keeping the bodies of `POST /v1/traces`.
 struct Receiver {
     endpoint: String,
-    requests: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+    requests: Requests,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
     async fn start() -> Self {
-        async fn keep(
-            State(requests): State<Arc<Mutex<Vec<(HeaderMap, Bytes)>>>>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) {
+        async fn keep(State(requests): State<Requests>, headers: HeaderMap, body: Bytes) {
             requests.lock().unwrap().push((headers, body));
         }
-        let requests = Arc::default();
+        let requests = Requests::default();
         let app = axum::Router::new()
             .route("/v1/traces", axum::routing::post(keep))
             .with_state(Arc::clone(&requests));
