@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use esm_operator::api::{EventSourceMappingSpec, SourceKind};
-use esm_operator::destination::{Deliver, FailedBatch};
+use esm_operator::destination::Destination;
 use esm_operator::event::{SQS_EVENT_SOURCE, SqsRecord};
 use esm_operator::otlp::{Exporter, OtlpConfig, SPAN_NAME};
 use esm_operator::poller::checkpoint::Checkpoint;
@@ -25,9 +25,9 @@ use esm_operator::poller::metrics::MappingMetrics;
 use esm_operator::poller::queue::{Activity, QueuePoller, QueueSettings};
 use esm_operator::poller::status::ProcessingResults;
 use esm_operator::poller::stream::{StreamIdentity, StreamPoller, StreamSettings};
+use esm_operator::sources::sharded::memory::MemoryShard;
 use esm_operator::sources::sharded::{
-    KinesisEncryption, KinesisRecord, RecordPage, RecordPayload, Shard, ShardPosition,
-    ShardedStream, StreamError, StreamRecord,
+    KinesisEncryption, KinesisRecord, RecordPayload, StreamRecord,
 };
 use esm_operator::sources::sqs::{EntryFailure, Queue, QueueAttributes, Receipt, SqsError};
 use esm_operator::target::HttpTarget;
@@ -82,6 +82,24 @@ impl Receiver {
             service_name: "esm-test".into(),
         }))
         .expect("the exporter starts")
+    }
+
+    /// Runs an engine (`run`, given its stop signal) until `done`, stops it (the call in flight
+    /// finishes), has `exporter` send the spans still queued, and returns every span received.
+    async fn spans_after<E: Future<Output = ()> + Send + 'static>(
+        &self,
+        exporter: Exporter,
+        run: impl FnOnce(watch::Receiver<bool>) -> E,
+        what: &str,
+        done: impl Fn() -> bool,
+    ) -> HashMap<(String, String), Span> {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(stopped));
+        wait::until(what, WAIT, || std::future::ready(done().then_some(()))).await;
+        stop.send_replace(true);
+        task.await.unwrap();
+        exporter.shutdown().await;
+        self.spans()
     }
 
     /// Every span received, by `(trace id, span id)` in hex; each request must be an OTLP
@@ -158,46 +176,6 @@ fn status(span: &Span) -> StatusCode {
     span.status.as_ref().map_or(StatusCode::Unset, |s| s.code())
 }
 
-/// One open Kinesis shard whose records are all readable at once.
-struct OneShard(Mutex<VecDeque<StreamRecord>>);
-
-impl ShardedStream for OneShard {
-    async fn stream_arn(&self) -> Result<String, StreamError> {
-        Ok(STREAM_ARN.into())
-    }
-
-    async fn list_shards(&self) -> Result<Vec<Shard>, StreamError> {
-        Ok(vec![Shard {
-            shard_id: SHARD.into(),
-            parent_shard_ids: Vec::new(),
-            open: true,
-        }])
-    }
-
-    async fn shard_iterator(&self, _: &str, _: &ShardPosition) -> Result<String, StreamError> {
-        Ok("next".into())
-    }
-
-    async fn get_records(&self, _: &str, limit: u32) -> Result<RecordPage, StreamError> {
-        let mut left = self.0.lock().unwrap();
-        let take = left.len().min(limit as usize);
-        Ok(RecordPage {
-            records: left.drain(..take).collect(),
-            next_iterator: Some("next".into()),
-            millis_behind_latest: Some(0),
-        })
-    }
-}
-
-/// The stream engine has no destination here: records are dropped after their retries.
-struct Nowhere;
-
-impl Deliver for Nowhere {
-    async fn deliver(&self, _: FailedBatch<'_>) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 fn spec(json: serde_json::Value) -> EventSourceMappingSpec {
     serde_json::from_value(json).expect("a valid spec")
 }
@@ -246,10 +224,11 @@ async fn each_stream_call_is_one_span_with_the_target_s_trace_ids() {
     let leases = Arc::new(MemoryLeases::default());
     let exporter = receiver.exporter();
     let poller = StreamPoller {
-        stream: OneShard(Mutex::new(records)),
+        stream: MemoryShard::new(STREAM_ARN, SHARD, records),
         leases: leases.store("replica-a", settings.lease_duration),
         target: HttpTarget::new(&spec.target, "shop").unwrap(),
-        destination: None::<Nowhere>,
+        // No destination: the poisoned records are dropped after their retry.
+        destination: None::<Destination>,
         filters: Default::default(),
         settings,
         identity: StreamIdentity {
@@ -264,17 +243,14 @@ async fn each_stream_call_is_one_span_with_the_target_s_trace_ids() {
         results: ProcessingResults::default(),
         spans: exporter.mapping("shop/clicks", SourceKind::Kinesis, STREAM_ARN, &target.url),
     };
-    let (stop, stopped) = watch::channel(false);
-    let run = tokio::spawn(poller.run(stopped));
-    wait::until("every record checkpointed", WAIT, || async {
-        (leases.lease(SHARD).and_then(|l| l.checkpoint).as_ref() == Some(&last)).then_some(())
-    })
-    .await;
-    stop.send_replace(true);
-    run.await.unwrap();
-    exporter.shutdown().await;
-
-    let spans = receiver.spans();
+    let spans = receiver
+        .spans_after(
+            exporter,
+            |stop| poller.run(stop),
+            "every record checkpointed",
+            || leases.lease(SHARD).and_then(|l| l.checkpoint).as_ref() == Some(&last),
+        )
+        .await;
     let calls = target.calls();
     assert_eq!(spans.len(), calls.len(), "one span per call, no other");
     let mut poison_retries = Vec::new();
@@ -409,34 +385,31 @@ async fn each_queue_call_is_one_span_under_the_producer_s_span() {
     let spec = spec(serde_json::json!({
         "source": {"sqs": {"queueUrl": "http://localhost/000000000000/orders"}},
         "target": {"url": target.url},
+        "batchSize": 5,
+        "maximumBatchingWindowInSeconds": 1,
+        "targetResponseTypes": ["ReportBatchItemFailures"],
     }));
     let poller = QueuePoller {
         queue,
         target: HttpTarget::new(&spec.target, "shop").unwrap(),
         filters: Default::default(),
-        settings: QueueSettings {
-            batch_size: 5,
-            window: Duration::from_secs(1),
-            loops: 1,
-            report_batch_item_failures: true,
-        },
+        settings: QueueSettings::from_spec(&spec),
         metrics: MappingMetrics::detached(),
         results: ProcessingResults::default(),
         activity: Activity::default(),
         spans: exporter.mapping("shop/orders", SourceKind::Sqs, QUEUE_ARN, &target.url),
     };
-    let (stop, stopped) = watch::channel(false);
-    let run = tokio::spawn(poller.run(stopped));
-    wait::until("every message sent", WAIT, || async {
-        let sent: usize = target.calls().iter().map(|c| c.event.records.len()).sum();
-        (sent == bodies.len()).then_some(())
-    })
-    .await;
-    stop.send_replace(true);
-    run.await.unwrap();
-    exporter.shutdown().await;
-
-    let spans = receiver.spans();
+    let spans = receiver
+        .spans_after(
+            exporter,
+            |stop| poller.run(stop),
+            "every message sent",
+            || {
+                let sent: usize = target.calls().iter().map(|c| c.event.records.len()).sum();
+                sent == bodies.len()
+            },
+        )
+        .await;
     let calls = target.calls();
     assert_eq!(spans.len(), calls.len(), "one span per call, no other");
     let mut outcomes = BTreeMap::<String, usize>::new();
