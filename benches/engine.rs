@@ -23,9 +23,9 @@ use esm_operator::poller::metrics::MappingMetrics;
 use esm_operator::poller::queue::{Activity, QueuePoller, QueueSettings};
 use esm_operator::poller::status::ProcessingResults;
 use esm_operator::poller::stream::{StreamIdentity, StreamPoller, StreamSettings};
+use esm_operator::sources::sharded::memory::MemoryShard;
 use esm_operator::sources::sharded::{
-    KinesisEncryption, KinesisRecord, RecordPage, RecordPayload, Shard, ShardPosition,
-    ShardedStream, StreamError, StreamRecord,
+    KinesisEncryption, KinesisRecord, RecordPayload, StreamRecord,
 };
 use esm_operator::sources::sqs::{EntryFailure, Queue, QueueAttributes, Receipt, SqsError};
 use esm_operator::target::{CallError, Invoke, TargetResponse};
@@ -170,6 +170,7 @@ fn run_queue_engine(
         metrics: MappingMetrics::detached(),
         results: ProcessingResults::default(),
         activity: Activity::default(),
+        spans: Default::default(),
     };
     let start = thread_cpu_time();
     runtime.block_on(poller.run(stop));
@@ -200,40 +201,6 @@ fn kinesis_record(index: usize) -> StreamRecord {
             data: order(index).into_bytes(),
             encryption: KinesisEncryption::None,
         }),
-    }
-}
-
-/// One open shard holding prepared records, read in order (iterators are not needed: nothing
-/// fails, so the engine never reads a position twice).
-struct MemoryStream {
-    records: Mutex<VecDeque<StreamRecord>>,
-}
-
-impl ShardedStream for MemoryStream {
-    async fn stream_arn(&self) -> Result<String, StreamError> {
-        Ok("arn:aws:kinesis:us-east-1:000000000000:stream/bench".into())
-    }
-
-    async fn list_shards(&self) -> Result<Vec<Shard>, StreamError> {
-        Ok(vec![Shard {
-            shard_id: SHARD_ID.into(),
-            parent_shard_ids: Vec::new(),
-            open: true,
-        }])
-    }
-
-    async fn shard_iterator(&self, _: &str, _: &ShardPosition) -> Result<String, StreamError> {
-        Ok("iterator".into())
-    }
-
-    async fn get_records(&self, _: &str, limit: u32) -> Result<RecordPage, StreamError> {
-        let mut records = self.records.lock().expect("stream lock");
-        let count = (limit as usize).min(records.len());
-        Ok(RecordPage {
-            records: records.drain(..count).collect(),
-            next_iterator: Some("iterator".into()),
-            millis_behind_latest: Some(0),
-        })
     }
 }
 
@@ -277,9 +244,11 @@ fn run_stream_engine(
     let metrics = MappingMetrics::detached();
     let count = records.len() as u64;
     let poller = StreamPoller {
-        stream: MemoryStream {
-            records: Mutex::new(records),
-        },
+        stream: MemoryShard::new(
+            "arn:aws:kinesis:us-east-1:000000000000:stream/bench",
+            SHARD_ID,
+            records,
+        ),
         leases: leases.store("bench-0", settings.lease_duration),
         target: NoopTarget,
         destination: None::<NoDestination>,
@@ -295,6 +264,7 @@ fn run_stream_engine(
         },
         metrics: metrics.clone(),
         results: ProcessingResults::default(),
+        spans: Default::default(),
     };
     let (stop, stopped) = watch::channel(false);
     let start = thread_cpu_time();

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod metrics;
+pub mod otlp;
 pub mod poller;
 pub mod replay;
 pub mod sources;

@@ -7,6 +7,7 @@ use esm_operator::controller::{
     self, ControllerConfig, PollerConfig, PollerPlacement, ScalingSettings,
 };
 use esm_operator::metrics::ControllerMetrics;
+use esm_operator::otlp::{self, Exporter, OtlpConfig};
 use esm_operator::poller;
 use esm_operator::telemetry::{self, LogFormat};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -69,6 +70,31 @@ struct PollerArgs {
     /// a dead replica's shards after it.
     #[arg(long, env = "ESM_LEASE_DURATION_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_duration_seconds: u64,
+    #[command(flatten)]
+    otlp: OtlpArgs,
+}
+
+/// Span export of the target calls; the standard OpenTelemetry variables set it too.
+#[derive(clap::Args)]
+struct OtlpArgs {
+    /// OTLP/HTTP endpoint (base URL, e.g. `http://collector:4318`) that receives a span per
+    /// target call; spans go to its `/v1/traces`. Default: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = otlp::DEFAULT_SERVICE_NAME)]
+    otlp_service_name: String,
+}
+
+impl OtlpArgs {
+    /// `None` without an endpoint; an empty one (a variable set to "") is none as well.
+    fn config(self) -> Option<OtlpConfig> {
+        let endpoint = self.otlp_endpoint.filter(|e| !e.trim().is_empty())?;
+        Some(OtlpConfig {
+            endpoint,
+            service_name: self.otlp_service_name,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -141,6 +167,10 @@ struct ControllerArgs {
     /// Seconds between two reads of a mapping's scaling signals (queue depth, shards, reports).
     #[arg(long, env = "ESM_SCALING_INTERVAL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     scaling_interval_seconds: u64,
+    /// In-process pollers export their spans themselves; Deployment pollers get the endpoint
+    /// and service name as OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME.
+    #[command(flatten)]
+    otlp: OtlpArgs,
 }
 
 fn parse_resources(json: &str) -> Result<ResourceRequirements, String> {
@@ -211,7 +241,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Poller(args) => {
             telemetry::init(cli.log_format);
             let client = kube::Client::try_default().await?;
-            poller::run(
+            let spans = Exporter::start(args.otlp.config().as_ref())?;
+            let ran = poller::run(
                 client,
                 args.namespace,
                 args.mapping,
@@ -220,17 +251,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .filter(|holder| !holder.is_empty())
                     .unwrap_or_else(poller::default_holder),
                 std::time::Duration::from_secs(args.lease_duration_seconds),
+                spans.clone(),
             )
-            .await
+            .await;
+            spans.shutdown().await;
+            ran
         }
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
             let client = kube::Client::try_default().await?;
+            let otlp = args.otlp.config();
+            // Only in-process pollers call targets in this process.
+            let spans = match args.pollers {
+                PollerMode::InProcess => Exporter::start(otlp.as_ref())?,
+                PollerMode::Deployments => Exporter::default(),
+            };
             let poller = PollerConfig {
                 image: args.poller_image,
                 image_pull_policy: args.poller_image_pull_policy,
                 default_resources: args.poller_resources,
                 log_format: cli.log_format,
+                otlp,
             };
             let metrics = ControllerMetrics::new();
             let readiness = Readiness::default();
@@ -243,7 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ControllerConfig {
                 pollers: match args.pollers {
                     PollerMode::Deployments => PollerPlacement::Deployments(poller),
-                    PollerMode::InProcess => PollerPlacement::InProcess,
+                    PollerMode::InProcess => PollerPlacement::InProcess(spans.clone()),
                 },
                 watch_namespace: args.watch_namespace,
                 scaling: ScalingSettings {
@@ -255,6 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             };
             controller::run(client, config, metrics, readiness, shutdown_signal()).await;
+            spans.shutdown().await;
             admin.await??;
             Ok(())
         }

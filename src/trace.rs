@@ -11,6 +11,9 @@ pub struct TraceContext {
     pub traceparent: String,
     /// The producer's X-Ray header, passed on unchanged.
     pub amzn_trace_id: Option<String>,
+    /// The producer's span this call continues (its W3C span id or X-Ray `Parent`), so an
+    /// exported span of the call ([`crate::otlp`]) hangs under it.
+    pub parent_span_id: Option<u64>,
 }
 
 /// What a record says about the trace that produced it.
@@ -29,6 +32,7 @@ impl TraceContext {
             &format!("{:032x}", uuid::Uuid::new_v4().as_u128()),
             true,
             None,
+            None,
         )
     }
 
@@ -37,25 +41,33 @@ impl TraceContext {
     pub fn continuing(producer: Option<ProducerTrace<'_>>) -> Self {
         match producer {
             Some(ProducerTrace::XRay(header)) => match xray_trace(header) {
-                Some((trace_id, sampled)) => {
-                    Self::child_of(&trace_id, sampled, Some(header.to_owned()))
+                Some((trace_id, sampled, parent)) => {
+                    Self::child_of(&trace_id, sampled, Some(header.to_owned()), parent)
                 }
                 None => Self::new_trace(),
             },
             Some(ProducerTrace::W3c(parent)) => match w3c_trace(parent) {
-                Some((trace_id, sampled)) => Self::child_of(trace_id, sampled, None),
+                Some((trace_id, sampled, parent)) => {
+                    Self::child_of(trace_id, sampled, None, Some(parent))
+                }
                 None => Self::new_trace(),
             },
             None => Self::new_trace(),
         }
     }
 
-    fn child_of(trace_id: &str, sampled: bool, amzn_trace_id: Option<String>) -> Self {
+    fn child_of(
+        trace_id: &str,
+        sampled: bool,
+        amzn_trace_id: Option<String>,
+        parent_span_id: Option<u64>,
+    ) -> Self {
         // The low half of a random UUID; never all zeros (invalid in W3C).
         let span_id = (uuid::Uuid::new_v4().as_u128() as u64).max(1);
         Self {
             traceparent: format!("00-{trace_id}-{span_id:016x}-{:02x}", u8::from(sampled)),
             amzn_trace_id,
+            parent_span_id,
         }
     }
 
@@ -63,31 +75,59 @@ impl TraceContext {
     pub fn trace_id(&self) -> &str {
         &self.traceparent[3..35]
     }
+
+    /// The call's own span id (16 hex digits).
+    pub fn span_id(&self) -> &str {
+        &self.traceparent[36..52]
+    }
+
+    /// Whether the trace is sampled (the producer's decision, or a new trace: always).
+    pub fn sampled(&self) -> bool {
+        self.traceparent.ends_with("-01")
+    }
 }
 
 fn is_hex(text: &str, len: usize) -> bool {
     text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The W3C trace id of an X-Ray header (its root's time and random parts) and its sampling.
-fn xray_trace(header: &str) -> Option<(String, bool)> {
+/// A span id of 16 hex digits, unless it is all zeros (invalid in W3C).
+fn span_id(text: &str) -> Option<u64> {
+    is_hex(text, 16)
+        .then(|| u64::from_str_radix(text, 16).ok())
+        .flatten()
+        .filter(|id| *id != 0)
+}
+
+/// The W3C trace id of an X-Ray header (its root's time and random parts), its sampling and
+/// its parent span (absent or unreadable: none).
+fn xray_trace(header: &str) -> Option<(String, bool, Option<u64>)> {
     let mut root = None;
     let mut sampled = true;
+    let mut parent = None;
     for part in header.split(';') {
         match part.trim().split_once('=') {
             Some(("Root", value)) => root = Some(value),
             Some(("Sampled", value)) => sampled = value != "0",
+            Some(("Parent", value)) => parent = span_id(value),
             _ => {}
         }
     }
     let mut pieces = root?.split('-');
     let (version, time, random) = (pieces.next()?, pieces.next()?, pieces.next()?);
-    (version == "1" && is_hex(time, 8) && is_hex(random, 24) && pieces.next().is_none())
-        .then(|| (format!("{time}{random}").to_ascii_lowercase(), sampled))
+    (version == "1" && is_hex(time, 8) && is_hex(random, 24) && pieces.next().is_none()).then(
+        || {
+            (
+                format!("{time}{random}").to_ascii_lowercase(),
+                sampled,
+                parent,
+            )
+        },
+    )
 }
 
-/// The trace id and sampling of a W3C traceparent (version 00).
-fn w3c_trace(parent: &str) -> Option<(&str, bool)> {
+/// The trace id, sampling and span id of a W3C traceparent (version 00).
+fn w3c_trace(parent: &str) -> Option<(&str, bool, u64)> {
     let mut pieces = parent.trim().split('-');
     let (version, trace_id, span_id, flags) = (
         pieces.next()?,
@@ -98,11 +138,11 @@ fn w3c_trace(parent: &str) -> Option<(&str, bool)> {
     let valid = version == "00"
         && is_hex(trace_id, 32)
         && trace_id.bytes().any(|b| b != b'0')
-        && is_hex(span_id, 16)
         && is_hex(flags, 2)
         && pieces.next().is_none();
     let sampled = u8::from_str_radix(flags, 16).ok()? & 1 == 1;
-    valid.then_some((trace_id, sampled))
+    let span_id = self::span_id(span_id)?;
+    valid.then_some((trace_id, sampled, span_id))
 }
 
 #[cfg(test)]
@@ -124,6 +164,8 @@ mod tests {
         assert_ne!(a.trace_id(), b.trace_id());
         assert_eq!(a.amzn_trace_id, None);
         assert!(a.traceparent.ends_with("-01"), "sampled");
+        assert!(a.sampled());
+        assert_eq!(a.parent_span_id, None, "a root span");
     }
 
     #[test]
@@ -133,10 +175,13 @@ mod tests {
         assert_well_formed(&context);
         assert_eq!(context.trace_id(), "5759e988bd862e3fe1be46a994272793");
         assert_eq!(context.amzn_trace_id.as_deref(), Some(header));
+        assert_eq!(context.parent_span_id, Some(0x53995c3f42cd8ad8));
         let unsampled = TraceContext::continuing(Some(ProducerTrace::XRay(
             "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0",
         )));
         assert!(unsampled.traceparent.ends_with("-00"));
+        assert!(!unsampled.sampled());
+        assert_eq!(unsampled.parent_span_id, None, "no Parent");
     }
 
     #[test]
@@ -149,6 +194,10 @@ mod tests {
             !context.traceparent.contains("b7ad6b7169203331"),
             "a span of its own"
         );
+        assert_eq!(context.span_id(), &context.traceparent[36..52]);
+        assert_ne!(context.span_id(), "b7ad6b7169203331");
+        assert_eq!(context.parent_span_id, Some(0xb7ad6b7169203331));
+        assert!(context.sampled());
     }
 
     #[test]
@@ -162,6 +211,7 @@ mod tests {
             "00-00000000000000000000000000000000-b7ad6b7169203331-01",
             "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "00-0af7651916cd43dd-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
         ] {
             let context = TraceContext::continuing(Some(ProducerTrace::W3c(parent)));
             assert_ne!(

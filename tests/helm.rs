@@ -61,6 +61,7 @@ fn chart_lints_and_its_schema_refuses_bad_values() {
         ("pollers.mode=sideways", "pollers"),
         ("replicaCount=many", "replicaCount"),
         ("logFormat=xml", "logFormat"),
+        ("tracing.otlpEndpoint=collector:4318", "otlpEndpoint"),
         ("metrics.prometheusRule.failedRecords.ratio=many", "ratio"),
         ("metrics.prometheusRule.iteratorAge.for=ten", "for"),
     ] {

@@ -144,6 +144,7 @@ async fn start_poller(
         metrics: metrics.clone(),
         results: results.clone(),
         activity: Activity::default(),
+        spans: Default::default(),
     };
     let (stop, stop_rx) = watch::channel(false);
     Poller {

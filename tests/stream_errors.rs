@@ -228,6 +228,7 @@ async fn kinesis_records_past_their_age_are_dropped_counted_and_described() {
         },
         metrics: metrics.clone(),
         results: ProcessingResults::default(),
+        spans: Default::default(),
     };
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(poller.run(stopped));

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::EventSourceMapping;
+use crate::otlp::OtlpConfig;
 use crate::telemetry::LogFormat;
 
 /// Label every child carries, naming its mapping.
@@ -35,6 +36,8 @@ pub struct PollerConfig {
     pub image_pull_policy: Option<String>,
     pub default_resources: Option<ResourceRequirements>,
     pub log_format: LogFormat,
+    /// The operator's span export, passed on so the pollers' call spans go to the same place.
+    pub otlp: Option<OtlpConfig>,
 }
 
 /// Everything the controller applies for one mapping.
@@ -131,6 +134,32 @@ pub fn build(mapping: &EventSourceMapping, config: &PollerConfig, replicas: i32)
         period_seconds: Some(period),
         ..Probe::default()
     };
+    let value = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    };
+    let mut env = vec![
+        value(
+            "ESM_LOG_FORMAT",
+            &format!("{:?}", config.log_format).to_lowercase(),
+        ),
+        EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        },
+    ];
+    if let Some(otlp) = &config.otlp {
+        env.push(value("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint));
+        env.push(value("OTEL_SERVICE_NAME", &otlp.service_name));
+    }
     let container = Container {
         name: "poller".into(),
         image: Some(poller.image.clone().unwrap_or_else(|| config.image.clone())),
@@ -142,24 +171,7 @@ pub fn build(mapping: &EventSourceMapping, config: &PollerConfig, replicas: i32)
             "--mapping".into(),
             name.clone(),
         ]),
-        env: Some(vec![
-            EnvVar {
-                name: "ESM_LOG_FORMAT".into(),
-                value: Some(format!("{:?}", config.log_format).to_lowercase()),
-                ..EnvVar::default()
-            },
-            EnvVar {
-                name: "POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
-        ]),
+        env: Some(env),
         ports: Some(vec![ContainerPort {
             name: Some("http-admin".into()),
             container_port: ADMIN_PORT,
@@ -358,6 +370,7 @@ mod tests {
             }))
             .unwrap(),
             log_format: LogFormat::Json,
+            otlp: None,
         }
     }
 
@@ -462,5 +475,33 @@ mod tests {
         assert_eq!(limits["memory"].0, "256Mi");
         let plain = poller_container(build(&fixture("sqs-standard"), &config(), 1));
         assert_eq!(plain.resources, config().default_resources);
+    }
+
+    #[test]
+    fn pollers_export_spans_where_the_operator_does() {
+        let env_of = |config: &PollerConfig| -> BTreeMap<String, Option<String>> {
+            poller_container(build(&fixture("sqs-standard"), config, 1))
+                .env
+                .unwrap()
+                .into_iter()
+                .map(|var| (var.name, var.value))
+                .collect()
+        };
+        let off = env_of(&config());
+        assert!(!off.keys().any(|name| name.starts_with("OTEL_")), "{off:?}");
+        let exporting = PollerConfig {
+            otlp: Some(OtlpConfig {
+                endpoint: "http://collector.observability:4318".into(),
+                service_name: "esm-shop".into(),
+            }),
+            ..config()
+        };
+        let on = env_of(&exporting);
+        assert_eq!(
+            on["OTEL_EXPORTER_OTLP_ENDPOINT"].as_deref(),
+            Some("http://collector.observability:4318")
+        );
+        assert_eq!(on["OTEL_SERVICE_NAME"].as_deref(), Some("esm-shop"));
+        assert_eq!(on.len(), off.len() + 2, "the other variables stay");
     }
 }

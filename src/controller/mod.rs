@@ -32,6 +32,7 @@ use crate::admin::Readiness;
 use crate::api::EventSourceMapping;
 use crate::error::Error;
 use crate::metrics::ControllerMetrics;
+use crate::otlp::Exporter;
 use crate::poller::metrics::PollerMetrics;
 use crate::poller::{self, PollerContext};
 
@@ -46,8 +47,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub enum PollerPlacement {
     /// One Deployment per mapping, running `esm-operator poller`.
     Deployments(PollerConfig),
-    /// Tasks inside the controller process.
-    InProcess,
+    /// Tasks inside the controller process, exporting their call spans to the exporter.
+    InProcess(Exporter),
 }
 
 /// How the controller runs; from flags and the Helm chart.
@@ -188,7 +189,7 @@ pub async fn run(
     wait_for_crd(&mappings).await;
     let pollers = match config.pollers {
         PollerPlacement::Deployments(poller) => Pollers::Deployments(poller),
-        PollerPlacement::InProcess => {
+        PollerPlacement::InProcess(spans) => {
             let poller_metrics = match PollerMetrics::new(&metrics.registry) {
                 Ok(m) => m,
                 Err(err) => {
@@ -201,6 +202,7 @@ pub async fn run(
                 metrics: poller_metrics,
                 holder: poller::default_holder(),
                 lease_duration: poller::DEFAULT_LEASE_DURATION,
+                spans,
             }))
         }
     };

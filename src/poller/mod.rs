@@ -41,6 +41,7 @@ use crate::destination::{
     Destination, DestinationError, S3Destination, SnsDestination, SqsDestination,
 };
 use crate::filter::{FilterError, FilterSet};
+use crate::otlp::Exporter;
 use crate::sources::aws::{CredentialsError, sdk_config};
 use crate::sources::dynamodb_streams::DynamoDbStream;
 use crate::sources::kinesis::{KinesisStream, KinesisStreamId};
@@ -90,6 +91,8 @@ pub struct PollerContext {
     pub holder: String,
     /// How long a shard lease lasts without renewal.
     pub lease_duration: Duration,
+    /// Where a span per target call goes (`--otlp-endpoint`), if anywhere.
+    pub spans: Exporter,
 }
 
 /// Shard lease duration unless configured (`--lease-duration-seconds`).
@@ -277,6 +280,12 @@ async fn setup(
         let config = sdk_config(client, namespace, &sqs.aws, "spec.source.sqs").await?;
         let (queue, attributes) = SqsQueue::connect(&config, &sqs.queue_url).await?;
         report_visibility_timeout(client, mapping, attributes.visibility_timeout).await;
+        let spans = context.spans.mapping(
+            &format!("{namespace}/{name}"),
+            kind,
+            &attributes.arn,
+            target.url(),
+        );
         return Ok(Engine::Queue(QueuePoller {
             queue,
             target,
@@ -285,6 +294,7 @@ async fn setup(
             metrics,
             results: results.clone(),
             activity: activity.clone(),
+            spans,
         }));
     }
     let destination = match spec.destination_config.as_ref().map(|d| &d.on_failure) {
@@ -338,6 +348,7 @@ async fn setup(
         name: name.to_owned(),
         uid: mapping.metadata.uid.clone().unwrap_or_default(),
         kind,
+        spans: context.spans.clone(),
     };
     if let Some(kinesis) = &spec.source.kinesis {
         let field = "spec.source.kinesis";
@@ -368,6 +379,7 @@ struct StreamParts {
     name: String,
     uid: String,
     kind: SourceKind,
+    spans: Exporter,
 }
 
 impl StreamParts {
@@ -386,10 +398,14 @@ impl StreamParts {
             .await
             .map_err(|error| SetupError::Stream { field, error })?;
         let (namespace, name) = (&self.namespace, &self.name);
+        let mapping = format!("{namespace}/{name}");
+        let spans = self
+            .spans
+            .mapping(&mapping, self.kind, &stream_arn, self.target.url());
         let identity = StreamIdentity {
             invoke_identity: format!("esm.dev/namespaces/{namespace}/eventsourcemappings/{name}")
                 .into(),
-            mapping: format!("{namespace}/{name}"),
+            mapping,
             mapping_uid: self.uid,
             target_url: self.target.url().to_owned(),
             stream_arn,
@@ -405,6 +421,7 @@ impl StreamParts {
             identity,
             metrics: self.metrics,
             results: self.results,
+            spans,
         })
     }
 }
@@ -521,7 +538,7 @@ fn setup_backoff(consecutive_failures: u32) -> Duration {
 }
 
 /// The `poller` subcommand: runs one mapping's pollers with an admin server (`/metrics`,
-/// `/healthz`, `/readyz`) until SIGTERM or SIGINT.
+/// `/healthz`, `/readyz`) until SIGTERM or SIGINT; their call spans go to `spans`.
 pub async fn run(
     client: Client,
     namespace: String,
@@ -529,6 +546,7 @@ pub async fn run(
     admin_addr: SocketAddr,
     holder: String,
     lease_duration: Duration,
+    spans: Exporter,
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
     let metrics = PollerMetrics::new(&registry)?;
@@ -553,6 +571,7 @@ pub async fn run(
         metrics,
         holder,
         lease_duration,
+        spans,
     };
     run_mapping(context, namespace, name, handle, shutdown).await;
     admin.await??;

@@ -24,6 +24,7 @@ use crate::event::{
     EventRecord, MAX_PAYLOAD_BYTES, SqsRecord, encode_event, encoded_len, event_len,
 };
 use crate::filter::FilterSet;
+use crate::otlp::{Call, CallSpans};
 use crate::sources::sqs::{MAX_MESSAGES_PER_CALL, MAX_WAIT, Queue, Receipt, SqsError};
 use crate::target::{Invoke, Outcome, classify};
 use crate::trace::TraceContext;
@@ -161,6 +162,7 @@ pub struct QueuePoller<Q, T> {
     pub metrics: MappingMetrics,
     pub results: ProcessingResults,
     pub activity: Activity,
+    pub spans: CallSpans,
 }
 
 impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
@@ -322,6 +324,7 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
         let payload = encode_event(batch.iter().map(|p| &p.record), event_len(count, bytes));
         let trace = TraceContext::continuing(batch.iter().find_map(|p| p.record.producer_trace()));
 
+        let started = Instant::now();
         let result = {
             let _in_flight = self.metrics.start_in_flight();
             let _timer = self.metrics.invocation_duration.start_timer();
@@ -332,6 +335,17 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
             .report_batch_item_failures
             .then(|| batch.iter().map(|p| p.record.item_identifier()).collect());
         let outcome = classify(&result, ids.as_deref());
+        self.spans.record(
+            &trace,
+            started,
+            Call {
+                shard: None,
+                records: count,
+                retries: None,
+                result: &result,
+                outcome: &outcome,
+            },
+        );
         let keep = messages_to_keep(&outcome, &groups);
         let failed = keep.iter().filter(|k| **k).count();
         self.metrics.failed.inc_by(failed as u64);

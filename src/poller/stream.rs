@@ -47,6 +47,7 @@ use crate::event::{
     event_len,
 };
 use crate::filter::FilterSet;
+use crate::otlp::{Call, CallSpans};
 use crate::sources::sharded::{
     RecordPage, ShardPosition, ShardedStream, StreamError, StreamRecord,
 };
@@ -159,6 +160,7 @@ pub struct StreamPoller<S, L, T, D> {
     pub identity: StreamIdentity,
     pub metrics: MappingMetrics,
     pub results: ProcessingResults,
+    pub spans: CallSpans,
 }
 
 /// How a shard task ended.
@@ -878,6 +880,17 @@ where
                     Err(reason) => outcome = Outcome::Failure(reason),
                 }
             }
+            self.spans.record(
+                &trace,
+                started,
+                Call {
+                    shard: Some(&shard.origin.shard_id),
+                    records: count,
+                    retries: Some(segment.retries),
+                    result: &result,
+                    outcome: &outcome,
+                },
+            );
             last = LastResponse {
                 context: Some(ResponseContext::of(&result)),
                 http_status: result.as_ref().ok().map(|r| r.status),

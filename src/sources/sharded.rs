@@ -218,6 +218,8 @@ pub trait ShardedStream: Send + Sync {
 }
 
 /// Classifies a failed AWS call (Kinesis and DynamoDB Streams name their exceptions alike).
+pub mod memory;
+
 pub(crate) fn classify<E: ProvideErrorMetadata + std::error::Error>(error: E) -> StreamError {
     StreamError::from_aws_code(error.code(), DisplayErrorContext(&error).to_string())
 }

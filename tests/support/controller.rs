@@ -33,6 +33,7 @@ impl RunningController {
                 image_pull_policy: Some("IfNotPresent".into()),
                 default_resources: None,
                 log_format: LogFormat::Json,
+                otlp: None,
             }),
             scaling,
         )
@@ -43,7 +44,7 @@ impl RunningController {
         Self::start_with(
             client,
             namespace,
-            PollerPlacement::InProcess,
+            PollerPlacement::InProcess(Default::default()),
             ScalingSettings::default(),
         )
     }

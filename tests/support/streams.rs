@@ -87,6 +87,7 @@ impl Fixture {
             metrics: PollerMetrics::new(&registry).unwrap(),
             holder: holder.into(),
             lease_duration: LEASE_DURATION,
+            spans: Default::default(),
         };
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run_mapping(

@@ -219,6 +219,7 @@ fn start(
         metrics: metrics.clone(),
         results: results.clone(),
         activity: activity.clone(),
+        spans: Default::default(),
     };
     Running {
         stop,
@@ -550,6 +551,7 @@ async fn receive_loops_follow_a_changed_count() {
         metrics: MappingMetrics::detached(),
         results: ProcessingResults::default(),
         activity: Activity::default(),
+        spans: Default::default(),
     };
     let (loops, loops_rx) = watch::channel(2);
     let (stop, stop_rx) = watch::channel(false);

@@ -307,6 +307,7 @@ fn start<T: Invoke + Clone>(
         },
         metrics: metrics.clone(),
         results: ProcessingResults::default(),
+        spans: Default::default(),
     };
     let (stop, stopped) = watch::channel(false);
     Running {
@@ -627,6 +628,7 @@ async fn filtered_records_are_skipped_and_checkpointed() {
         },
         metrics: metrics.clone(),
         results: ProcessingResults::default(),
+        spans: Default::default(),
     };
     let task = tokio::spawn(poller.run(stopped));
     // The last record is filtered out: the checkpoint still reaches it.

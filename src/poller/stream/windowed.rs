@@ -25,6 +25,7 @@ use super::{
 };
 use crate::destination::Deliver;
 use crate::event::encode_event;
+use crate::otlp::Call;
 use crate::poller::batch::Batcher;
 use crate::poller::checkpoint::{LeaseError, ShardLeaseStore};
 use crate::poller::retry::retry_delay;
@@ -291,18 +292,36 @@ where
             let event = encode_event::<serde_json::Value>([], 0);
             let event = open.add_fields(event, shard, &self.identity, kind);
             let started = Instant::now();
+            let trace = TraceContext::new_trace();
             let result = {
                 let _in_flight = self.metrics.start_in_flight();
-                self.target.invoke(event, &TraceContext::new_trace()).await
+                self.target.invoke(event, &trace).await
             };
             shard
                 .metrics
                 .observe_invocation(started.elapsed().as_secs_f64());
             // Without item ids a 2xx is a success; the answer must still carry a state.
-            let failure = match (classify(&result, None), &result) {
-                (Outcome::Success, Ok(response)) => returned_state(&response.body).err(),
-                (Outcome::Failure(reason), _) => Some(reason),
-                (_, _) => None,
+            let outcome = match (classify(&result, None), &result) {
+                (Outcome::Success, Ok(response)) => match returned_state(&response.body) {
+                    Ok(_) => Outcome::Success,
+                    Err(reason) => Outcome::Failure(reason),
+                },
+                (outcome, _) => outcome,
+            };
+            self.spans.record(
+                &trace,
+                started,
+                Call {
+                    shard: Some(shard_id),
+                    records: 0,
+                    retries: Some(failures),
+                    result: &result,
+                    outcome: &outcome,
+                },
+            );
+            let failure = match outcome {
+                Outcome::Failure(reason) => Some(reason),
+                Outcome::Success | Outcome::PartialFailure(_) => None,
             };
             let Some(reason) = failure else {
                 self.results.ok();
