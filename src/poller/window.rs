@@ -56,8 +56,10 @@ impl TumblingWindows {
 
     /// Where a record that arrived at `arrival` goes while `open` is the shard's open window:
     /// into it, or into a later window (which first closes `open`). A record stamped before
-    /// the open window (clock jitter between stream hosts) joins the open window: a closed
-    /// window never opens again.
+    /// the open window (clock jitter between stream hosts) joins the open window. Between
+    /// windows a record opens its own, even one that closed already: it came later than the
+    /// grace time, and it is counted in a window of its arrival time with a fresh state rather
+    /// than in a window it does not belong to.
     pub fn place(&self, open: Option<Window>, arrival: Timestamp) -> Placement {
         let own = self.window_of(arrival);
         match open {
