@@ -138,6 +138,7 @@ impl Invoke for NoopTarget {
             status: 200,
             body: Vec::new(),
             truncated: false,
+            location: None,
         })
     }
 }

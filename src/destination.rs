@@ -472,6 +472,7 @@ mod tests {
             status,
             body: Vec::new(),
             truncated: false,
+            location: None,
         })
     }
 

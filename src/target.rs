@@ -25,12 +25,15 @@ pub struct TargetResponse {
     pub body: Vec<u8>,
     /// The body was longer than [`MAX_RESPONSE_BYTES`] and was cut there.
     pub truncated: bool,
+    /// Where a 3xx answer points (its `Location`), for the reason: redirects are not followed.
+    pub location: Option<String>,
 }
 
 /// A call that got no answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    #[error("no answer within the {}s target timeout", .0.as_secs())]
+    /// Also when the head came in time but the body did not: the timeout bounds the whole call.
+    #[error("no complete answer within the {}s target timeout", .0.as_secs())]
     Timeout(Duration),
     #[error("connection error: {0}")]
     Connect(String),
@@ -65,6 +68,14 @@ pub fn classify(result: &Result<TargetResponse, CallError>, item_ids: Option<&[&
         Ok(response) => response,
         Err(err) => return Outcome::Failure(err.to_string()),
     };
+    if let (300..400, Some(location)) = (response.status, &response.location) {
+        return Outcome::Failure(format!(
+            "target answered HTTP {}, a redirect to {} (not followed){}",
+            response.status,
+            bounded(location),
+            body_snippet(&response.body)
+        ));
+    }
     if !(200..300).contains(&response.status) {
         return Outcome::Failure(format!(
             "target answered HTTP {}{}",
@@ -104,9 +115,19 @@ fn batch_item_failures(body: &[u8], ids: &[&str]) -> Result<Vec<usize>, String> 
         Value::Object(map) => match map.get("batchItemFailures") {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(Value::Array(items)) => items,
-            Some(other) => return Err(format!("batchItemFailures is not a list: {other}")),
+            Some(other) => {
+                return Err(format!(
+                    "batchItemFailures is not a list: {}",
+                    bounded(&other.to_string())
+                ));
+            }
         },
-        other => return Err(format!("not a JSON object: {other}")),
+        other => {
+            return Err(format!(
+                "not a JSON object: {}",
+                bounded(&other.to_string())
+            ));
+        }
     };
     if failures.is_empty() {
         return Ok(Vec::new());
@@ -123,14 +144,16 @@ fn batch_item_failures(body: &[u8], ids: &[&str]) -> Result<Vec<usize>, String> 
             }
             Some(other) => {
                 return Err(format!(
-                    "batchItemFailures[{index}].itemIdentifier is not a string: {other}"
+                    "batchItemFailures[{index}].itemIdentifier is not a string: {}",
+                    bounded(&other.to_string())
                 ));
             }
             None => return Err(format!("batchItemFailures[{index}] has no itemIdentifier")),
         };
         let Some(&position) = positions.get(identifier) else {
             return Err(format!(
-                "batchItemFailures[{index}].itemIdentifier {identifier:?} is not in the batch"
+                "batchItemFailures[{index}].itemIdentifier {} is not in the batch",
+                bounded(&format!("{identifier:?}"))
             ));
         };
         failed.push(position);
@@ -140,18 +163,35 @@ fn batch_item_failures(body: &[u8], ids: &[&str]) -> Result<Vec<usize>, String> 
     Ok(failed)
 }
 
-/// `: <start of the body>` for reasons, bounded and on a character boundary; empty for an
-/// empty body.
+/// `: <start of the body>` for reasons, bounded (see [`bounded`]); bytes that are not UTF-8
+/// are replaced. Empty for an empty body.
 fn body_snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(BODY_SNIPPET_CHARS * 4)]);
     let text = text.trim();
     if text.is_empty() {
         return String::new();
     }
-    match text.char_indices().nth(BODY_SNIPPET_CHARS) {
-        Some((cut, _)) => format!(": {}...", &text[..cut]),
-        None => format!(": {text}"),
+    format!(": {}", bounded(text))
+}
+
+/// Up to [`BODY_SNIPPET_CHARS`] characters of what a target sent, for a reason: cut on a
+/// character boundary, and with control characters escaped, so a reason stays one line of
+/// text in logs and status whatever the target wrote (a reason is logged on every retry).
+fn bounded(text: &str) -> String {
+    let (shown, cut) = match text.char_indices().nth(BODY_SNIPPET_CHARS) {
+        Some((cut, _)) => (&text[..cut], "..."),
+        None => (text, ""),
+    };
+    let mut quoted = String::with_capacity(shown.len() + cut.len());
+    for c in shown.chars() {
+        if c.is_control() {
+            quoted.extend(c.escape_debug());
+        } else {
+            quoted.push(c);
+        }
     }
+    quoted.push_str(cut);
+    quoted
 }
 
 /// Where a mapping's batches go: the Service as `http://NAME.NAMESPACE.svc:PORT/PATH`, or the
@@ -198,6 +238,10 @@ impl HttpTarget {
         })?;
         let client = reqwest::Client::builder()
             .user_agent(concat!("esm-operator/", env!("CARGO_PKG_VERSION")))
+            // Lambda invokes a function, with nothing to redirect: a target that redirects is
+            // misconfigured, and following it (reqwest follows 10 by default) would send the
+            // batch to a host the mapping does not name. The 3xx fails the batch instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|err| TargetConfigError::Client(err.to_string()))?;
         let timeout = target.timeout();
@@ -248,6 +292,12 @@ impl Invoke for HttpTarget {
             .await
             .map_err(|err| self.call_error(err))?;
         let status = response.status().as_u16();
+        let location = response
+            .status()
+            .is_redirection()
+            .then(|| response.headers().get(reqwest::header::LOCATION))
+            .flatten()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let mut body = Vec::new();
         let mut truncated = false;
         while let Some(chunk) = response.chunk().await.map_err(|err| self.call_error(err))? {
@@ -263,6 +313,7 @@ impl Invoke for HttpTarget {
             status,
             body,
             truncated,
+            location,
         })
     }
 }
@@ -289,6 +340,7 @@ mod tests {
             status,
             body: body.as_bytes().to_vec(),
             truncated: false,
+            location: None,
         })
     }
 
@@ -322,11 +374,28 @@ mod tests {
     }
 
     #[test]
+    fn redirects_fail_naming_their_location() {
+        let result = Ok(TargetResponse {
+            status: 308,
+            body: b"moved".to_vec(),
+            truncated: false,
+            location: Some("https://elsewhere/\n".into()),
+        });
+        assert_eq!(
+            classify(&result, None),
+            Outcome::Failure(
+                "target answered HTTP 308, a redirect to https://elsewhere/\\n (not followed): moved"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
     fn call_errors_fail_the_batch() {
         let timeout = Err(CallError::Timeout(Duration::from_secs(3)));
         assert_eq!(
             classify(&timeout, Some(IDS)),
-            Outcome::Failure("no answer within the 3s target timeout".into())
+            Outcome::Failure("no complete answer within the 3s target timeout".into())
         );
     }
 
@@ -404,6 +473,7 @@ mod tests {
             status: 200,
             body: b"{}".to_vec(),
             truncated: true,
+            location: None,
         });
         assert!(matches!(classify(&result, Some(IDS)), Outcome::Failure(_)));
         assert_eq!(classify(&result, None), Outcome::Success);
@@ -419,6 +489,7 @@ mod tests {
         );
         assert!(snippet.ends_with("..."));
         assert_eq!(body_snippet(b"  "), "");
+        assert_eq!(body_snippet(b"a\r\nb\x1b\xff"), ": a\\r\\nb\\u{1b}\u{fffd}");
     }
 
     #[test]

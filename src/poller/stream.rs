@@ -968,13 +968,18 @@ where
             &records[records.len() - 1].record.record,
         );
         let shard_id = &*shard.origin.shard_id;
-        let problem = format!(
+        let mut problem = format!(
             "shard {shard_id}: {} record(s) {}..{} discarded: {}",
             records.len(),
             first.sequence_number,
             final_record.sequence_number,
             condition.as_str()
         );
+        // The discard is the last problem of its interval: without the failure it ends,
+        // status would not say what went wrong.
+        if let Some(error) = &last.error {
+            problem.push_str(&format!(", last failure: {error}"));
+        }
         tracing::error!("{problem}");
         self.results.problem(problem);
         if let Some(destination) = &self.destination {

@@ -162,6 +162,7 @@ fn response(status: u16, body: &str) -> TargetResponse {
         status,
         body: body.as_bytes().to_vec(),
         truncated: false,
+        location: None,
     }
 }
 

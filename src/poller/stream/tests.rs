@@ -202,6 +202,7 @@ fn answer(status: u16, body: &str) -> TargetResponse {
         status,
         body: body.as_bytes().to_vec(),
         truncated: false,
+        location: None,
     }
 }
 
