@@ -646,6 +646,11 @@ impl EventSourceMappingSpec {
     }
 
     /// Concurrent batches per shard (`parallelizationFactor`), 1 when unset.
+    /// `scalingConfig.maximumConcurrency`, when set.
+    pub fn maximum_concurrency(&self) -> Option<u32> {
+        self.scaling_config.as_ref()?.maximum_concurrency
+    }
+
     pub fn effective_parallelization_factor(&self) -> u32 {
         self.parallelization_factor.unwrap_or(1).max(1)
     }
@@ -686,5 +691,28 @@ impl std::fmt::Display for SourceKind {
             SourceKind::Kinesis => "Kinesis",
             SourceKind::DynamoDBStreams => "DynamoDB Streams",
         })
+    }
+}
+
+impl EventSourceMapping {
+    /// Receive loops of one poller replica in deployments mode: its share of the mapping's
+    /// concurrency (status), so that the sum over the replicas never exceeds it: SPEC §8's
+    /// `scalingConfig.maximumConcurrency` caps the sum over all replicas, not each one. The share
+    /// divides by the larger of the desired and the ready replicas, so while a scale-up starts pods
+    /// the running ones already hold less; rounded down, at most `poller.batchesPerReplica`, at
+    /// least 1. Without a decision in status (a poller started by hand, or before the controller's
+    /// first decision) a replica runs `batchesPerReplica` loops, at most `maximumConcurrency`.
+    pub fn replica_loops(&self) -> usize {
+        let per_replica = self.spec.batches_per_replica().max(1);
+        let status = self.status.as_ref();
+        let Some(scaling) = status.and_then(|s| s.scaling.as_ref()) else {
+            return self
+                .spec
+                .maximum_concurrency()
+                .map_or(per_replica, |cap| cap.clamp(1, per_replica)) as usize;
+        };
+        let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        let replicas = scaling.desired_replicas.max(ready).max(1).unsigned_abs();
+        (scaling.concurrency / replicas).clamp(1, per_replica) as usize
     }
 }

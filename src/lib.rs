@@ -9,6 +9,7 @@ pub mod destination;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod meta;
 pub mod metrics;
 pub mod otlp;
 pub mod poller;

@@ -7,8 +7,8 @@ use prometheus::core::Collector;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::api::{EventSourceMappingStatus, ScalingStatus};
-use crate::controller::status::READY;
 use crate::error::Error;
+use crate::meta::READY;
 use crate::poller::status::{OK, PROBLEM_PREFIX};
 
 const MAPPING_LABELS: &[&str] = &["namespace", "mapping"];
@@ -304,7 +304,7 @@ fn processing_result_kind(result: &str) -> &'static str {
 mod tests {
     use super::*;
     use crate::api::ScalingSignals;
-    use crate::controller::status::set_condition;
+    use crate::meta::set_condition;
     use k8s_openapi::jiff::Timestamp;
     use prometheus::Encoder;
 

@@ -12,14 +12,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::api::EventSourceMapping;
+use crate::meta::{MAPPING_LABEL, labels, spec_hash};
 use crate::otlp::OtlpConfig;
 use crate::telemetry::LogFormat;
 
-/// Label every child carries, naming its mapping.
-pub const MAPPING_LABEL: &str = "esm.dev/mapping";
 /// Pod template annotation that changes whenever the pollers must restart.
 pub const SPEC_HASH_ANNOTATION: &str = "esm.dev/spec-hash";
 /// Port of the poller's admin server (`/metrics`, `/healthz`, `/readyz`).
@@ -55,23 +53,6 @@ pub struct Children {
 /// on the CRD), so this stays a valid label value and Deployment name.
 pub fn child_name(mapping: &str) -> String {
     format!("esm-{mapping}")
-}
-
-/// `app.kubernetes.io/managed-by` of every child object; the controller watches children by it.
-pub const MANAGED_BY: &str = "esm-operator";
-
-pub fn labels(mapping: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            "esm-poller".to_string(),
-        ),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            MANAGED_BY.to_string(),
-        ),
-        (MAPPING_LABEL.to_string(), mapping.to_string()),
-    ])
 }
 
 /// The children of `mapping`, its Deployment at `replicas` (from [`super::scaling`]).
@@ -324,24 +305,6 @@ fn credentials_secrets(mapping: &EventSourceMapping) -> Vec<String> {
     names.sort();
     names.dedup();
     names
-}
-
-/// Hash of everything the pollers read from the spec; `enabled` and scaling only change the
-/// replica count, so they are left out and do not restart pods.
-pub fn spec_hash(mapping: &EventSourceMapping) -> String {
-    let mut spec = mapping.spec.clone();
-    spec.enabled = true;
-    spec.scaling_config = None;
-    let json = serde_json::to_vec(&spec).expect("a spec always serializes");
-    sha256_hex(&json)[..16].to_owned()
-}
-
-/// SHA-256 of `bytes` in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

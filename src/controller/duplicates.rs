@@ -4,9 +4,9 @@
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
-use super::status::READY;
 use super::validate;
 use crate::api::{AwsConnection, EventSourceMappingSpec, Source};
+use crate::meta::READY;
 use crate::target::target_url;
 
 /// Where a mapping's records come from and go to, as far as two specs can be compared without

@@ -213,7 +213,7 @@ pub async fn run(
     // Children carry the mapping label; watching only those keeps the cache small.
     let children = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={}",
-        build::MANAGED_BY
+        crate::meta::MANAGED_BY
     ));
     let controller = Controller::new_with(mappings, watcher::Config::default(), resource.clone())
         .owns(deployments, children)

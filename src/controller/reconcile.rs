@@ -21,6 +21,7 @@ use super::validate::{self, InvalidSpec};
 use super::{Context, Pollers};
 use crate::api::{EventSourceMapping, EventSourceMappingStatus};
 use crate::error::Result;
+use crate::meta::{READY, set_condition};
 use crate::poller::status::PROBLEM_PREFIX;
 
 /// The one field manager for everything the controller applies.
@@ -279,7 +280,7 @@ async fn update_status(
 }
 
 fn ready_condition(status: &EventSourceMappingStatus) -> Option<&Condition> {
-    status.conditions.iter().find(|c| c.type_ == status::READY)
+    status.conditions.iter().find(|c| c.type_ == READY)
 }
 
 fn ready_reason(status: &EventSourceMappingStatus) -> Option<&str> {
@@ -302,16 +303,16 @@ async fn report_malformed(
         .and_then(|c| c.as_array())
         .is_some_and(|conditions| {
             conditions.iter().any(|c| {
-                c["type"] == status::READY
+                c["type"] == READY
                     && c["reason"] == "MalformedSpec"
                     && c["message"] == invalid.to_string()
             })
         });
     if !already {
         let mut conditions = Vec::new();
-        status::set_condition(
+        set_condition(
             &mut conditions,
-            status::READY,
+            READY,
             "False",
             "MalformedSpec",
             &invalid.to_string(),

@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::{
-    DEFAULT_MINIMUM_POLLERS, EventSourceMapping, EventSourceMappingSpec, PollerBounds,
-    ScalingSignals, ScalingStatus, SourceKind,
+    DEFAULT_MINIMUM_POLLERS, EventSourceMappingSpec, PollerBounds, ScalingSignals, ScalingStatus,
+    SourceKind,
 };
 
 const MICROS_PER_MINUTE: i64 = 60_000_000;
@@ -441,7 +441,7 @@ fn cap(spec: &EventSourceMappingSpec, kind: Option<SourceKind>, settings: &Scali
         Some(SourceKind::Kinesis | SourceKind::DynamoDBStreams) => u32::MAX,
         _ => {
             let ceiling = maximum_pollers(spec).unwrap_or(settings.max_concurrency);
-            maximum_concurrency(spec)
+            spec.maximum_concurrency()
                 .map_or(ceiling, |m| m.min(ceiling))
                 .max(1)
         }
@@ -458,13 +458,9 @@ pub fn queue_cap(spec: &EventSourceMappingSpec, settings: &ScalingSettings) -> O
     (!kind.is_some_and(SourceKind::is_stream)).then(|| cap(spec, kind, settings))
 }
 
-fn maximum_concurrency(spec: &EventSourceMappingSpec) -> Option<u32> {
-    spec.scaling_config.as_ref()?.maximum_concurrency
-}
-
 fn cap_reason(spec: &EventSourceMappingSpec, settings: &ScalingSettings) -> String {
     let ceiling = maximum_pollers(spec).unwrap_or(settings.max_concurrency);
-    match (maximum_concurrency(spec), maximum_pollers(spec)) {
+    match (spec.maximum_concurrency(), maximum_pollers(spec)) {
         (Some(m), _) if m <= ceiling => format!("capped by maximumConcurrency {m}"),
         (_, Some(m)) => format!("capped by maximumPollers {m}"),
         _ => format!(
@@ -488,25 +484,6 @@ fn replicas(spec: &EventSourceMappingSpec, kind: Option<SourceKind>, concurrency
         _ => concurrency.div_ceil(per_replica),
     };
     i32::try_from(replicas).unwrap_or(i32::MAX)
-}
-
-/// Receive loops of one poller replica in deployments mode: its share of the mapping's
-/// concurrency (status), so that the sum over the replicas never exceeds it: SPEC §8's
-/// `scalingConfig.maximumConcurrency` caps the sum over all replicas, not each one. The share
-/// divides by the larger of the desired and the ready replicas, so while a scale-up starts pods
-/// the running ones already hold less; rounded down, at most `poller.batchesPerReplica`, at
-/// least 1. Without a decision in status (a poller started by hand, or before the controller's
-/// first decision) a replica runs `batchesPerReplica` loops, at most `maximumConcurrency`.
-pub fn replica_loops(mapping: &EventSourceMapping) -> usize {
-    let per_replica = mapping.spec.batches_per_replica().max(1);
-    let status = mapping.status.as_ref();
-    let Some(scaling) = status.and_then(|s| s.scaling.as_ref()) else {
-        return maximum_concurrency(&mapping.spec)
-            .map_or(per_replica, |cap| cap.clamp(1, per_replica)) as usize;
-    };
-    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    let replicas = scaling.desired_replicas.max(ready).max(1).unsigned_abs();
-    (scaling.concurrency / replicas).clamp(1, per_replica) as usize
 }
 
 #[cfg(test)]

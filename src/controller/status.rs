@@ -1,11 +1,10 @@
 //! Pure: what a mapping's status should say, from what the reconciler observed.
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::validate::InvalidSpec;
 use crate::api::{EventSourceMapping, EventSourceMappingStatus, State};
+use crate::meta::{READY, set_condition};
 
-pub const READY: &str = "Ready";
 /// Ready reasons of a mapping the controller refuses to run; each is also a Warning event.
 pub const REFUSED_REASONS: [&str; 2] = ["InvalidSpec", "DuplicateMapping"];
 /// Start with [`crate::poller::status::PROBLEM_PREFIX`], as every problem the pollers report.
@@ -216,33 +215,6 @@ fn next_state(
         Some(State::Enabled) => State::Enabled,
         Some(State::Deleting) => State::Deleting,
     }
-}
-
-/// Sets a condition, keeping its transition time while its status does not change.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let last_transition_time = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time,
-    });
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
 #[cfg(test)]

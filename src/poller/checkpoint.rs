@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
-use crate::controller::build::sha256_hex;
+use crate::meta::sha256_hex;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use super::window::StoredWindow;

@@ -36,11 +36,11 @@ use self::status::ProcessingResults;
 use self::stream::{StreamIdentity, StreamPoller, StreamSettings};
 use crate::admin::{self, Readiness};
 use crate::api::{EventSourceMapping, SourceKind};
-use crate::controller::build::spec_hash;
 use crate::destination::{
     Destination, DestinationError, S3Destination, SnsDestination, SqsDestination,
 };
 use crate::filter::{FilterError, FilterSet};
+use crate::meta::spec_hash;
 use crate::otlp::Exporter;
 use crate::sources::aws::{CredentialsError, sdk_config};
 use crate::sources::dynamodb_streams::DynamoDbStream;
@@ -120,7 +120,7 @@ pub struct PollerHandle {
     pub running: Readiness,
     /// In-process: the receive loops to run, the mapping's whole concurrency as the controller
     /// decides it. `None`: a replica of a Deployment, running its share of that concurrency
-    /// as the mapping's status shows it ([`crate::controller::scaling::replica_loops`]).
+    /// as the mapping's status shows it ([`EventSourceMapping::replica_loops`]).
     pub loops: Option<watch::Receiver<usize>>,
 }
 
@@ -226,7 +226,7 @@ fn replica_loops(
     let share = |mapping: &Option<EventSourceMapping>| {
         mapping
             .as_ref()
-            .map_or(1, crate::controller::scaling::replica_loops)
+            .map_or(1, EventSourceMapping::replica_loops)
     };
     let (loops_tx, loops) = watch::channel(share(&mapping.borrow_and_update()));
     tokio::spawn(async move {
@@ -457,7 +457,7 @@ async fn report_visibility_timeout(
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    crate::controller::status::set_condition(
+    crate::meta::set_condition(
         &mut conditions,
         status::QUEUE_VISIBILITY_TIMEOUT,
         status,

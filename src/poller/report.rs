@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::checkpoint::{LEASE_KIND_LABEL, presence_lease_name};
 use super::queue::{Activity, ActivitySnapshot};
 use crate::api::EventSourceMapping;
-use crate::controller::build::{MAPPING_LABEL, labels};
+use crate::meta::{MAPPING_LABEL, labels};
 
 /// Annotation with the FIFO message groups a replica saw messages of recently.
 pub const ACTIVE_GROUPS_ANNOTATION: &str = "esm.dev/active-message-groups";

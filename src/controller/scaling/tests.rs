@@ -1,6 +1,7 @@
 //! The scaling decisions, evaluated on a simulated clock; each decision goes through a JSON
 //! round trip, as it does through the mapping's status.
 use super::*;
+use crate::api::EventSourceMapping;
 
 fn spec(source: serde_json::Value, extra: serde_json::Value) -> EventSourceMappingSpec {
     let mut spec = serde_json::json!({
@@ -490,7 +491,7 @@ fn decided(
 fn replicas_share_the_concurrency_and_never_exceed_it_together() {
     let capped = standard(serde_json::json!({"scalingConfig": {"maximumConcurrency": 2}}));
     assert_eq!(
-        replica_loops(&decided(capped, 2, 1, 1)),
+        decided(capped, 2, 1, 1).replica_loops(),
         2,
         "one replica of batchesPerReplica 10 runs only the cap"
     );
@@ -498,7 +499,7 @@ fn replicas_share_the_concurrency_and_never_exceed_it_together() {
         let spec = standard(serde_json::json!({"poller": {"batchesPerReplica": per_replica}}));
         for concurrency in 1..=1000 {
             let replicas = replicas(&spec, spec.source_kind(), concurrency);
-            let loops = replica_loops(&decided(spec.clone(), concurrency, replicas, replicas));
+            let loops = decided(spec.clone(), concurrency, replicas, replicas).replica_loops();
             assert!(
                 loops as u32 <= per_replica,
                 "{concurrency} over {replicas}: {loops}"
@@ -515,13 +516,13 @@ fn replicas_share_the_concurrency_and_never_exceed_it_together() {
 #[test]
 fn replica_loops_divide_by_the_replicas_still_running() {
     let spec = standard(serde_json::json!({"poller": {"batchesPerReplica": 10}}));
-    assert_eq!(replica_loops(&decided(spec.clone(), 15, 2, 2)), 7);
+    assert_eq!(decided(spec.clone(), 15, 2, 2).replica_loops(), 7);
     // Scaling down from 3 to 2: while 3 are ready, each keeps a third.
-    assert_eq!(replica_loops(&decided(spec.clone(), 15, 2, 3)), 5);
+    assert_eq!(decided(spec.clone(), 15, 2, 3).replica_loops(), 5);
     // Disabled: one loop (the engine does not run anyway).
-    assert_eq!(replica_loops(&decided(spec.clone(), 0, 0, 0)), 1);
+    assert_eq!(decided(spec.clone(), 0, 0, 0).replica_loops(), 1);
     // No decision yet (a poller started by hand): batchesPerReplica, at most the cap.
-    assert_eq!(replica_loops(&EventSourceMapping::new("orders", spec)), 10);
+    assert_eq!(EventSourceMapping::new("orders", spec).replica_loops(), 10);
     let capped = standard(serde_json::json!({"scalingConfig": {"maximumConcurrency": 3}}));
-    assert_eq!(replica_loops(&EventSourceMapping::new("orders", capped)), 3);
+    assert_eq!(EventSourceMapping::new("orders", capped).replica_loops(), 3);
 }

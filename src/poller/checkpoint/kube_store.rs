@@ -18,7 +18,7 @@ use super::{
     StaleLease, presence_lease_name, shard_lease_name,
 };
 use crate::api::EventSourceMapping;
-use crate::controller::build::{MAPPING_LABEL, labels};
+use crate::meta::{MAPPING_LABEL, labels};
 use crate::poller::window::StoredWindow;
 use crate::sources::sharded::Shard;
 

@@ -23,7 +23,7 @@ use kube::{Api, ResourceExt};
 use serde_json::value::RawValue;
 
 use super::{LeaseError, shard_lease_name};
-use crate::controller::build::labels;
+use crate::meta::labels;
 use crate::poller::window::{StoredWindow, Window};
 
 /// Label telling window state ConfigMaps from the mapping's other objects.
