@@ -8,7 +8,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
 use super::*;
-use crate::poller::window::TumblingWindows;
+use crate::poller::window::{MAX_STATE_BYTES, TumblingWindows};
 
 /// One call as a windowed target saw it.
 #[derive(Clone, Debug, PartialEq)]
