@@ -677,7 +677,10 @@ async fn a_failing_fifo_message_holds_back_its_group_until_it_succeeds() {
                 .flat_map(|c| c.event.records.iter())
                 .any(|r| {
                     group_and_seq(r) == ("g0".to_owned(), stuck)
-                        && r.attributes["ApproximateReceiveCount"].parse::<u32>().unwrap() >= 3
+                        && r.attributes["ApproximateReceiveCount"]
+                            .parse::<u32>()
+                            .unwrap()
+                            >= 3
                 })
                 .then_some(())
         },

@@ -15,8 +15,8 @@ TARGETs (default: every one whose endpoint variable is set):
     kinesis-moto    Kinesis on $ESM_MOTO_ENDPOINT (not recommended; for comparison)
     dynamodb        DynamoDB + Streams on $ESM_DYNAMODB_ENDPOINT (DynamoDB Local)
     dynamodb-moto   DynamoDB + Streams on $ESM_MOTO_ENDPOINT
---bench: also time send+receive+delete of 300 messages on moto and 2000 on fauxqs
-(override with --moto-n / --fauxqs-n).
+--bench: also time send+receive+delete of 300 messages on moto and 2000 on fauxqs and
+ElasticMQ (override with --moto-n / --fauxqs-n / --elasticmq-n).
 
 Every check prints PASS, FAIL, or QUIRK. QUIRK = a known, documented deviation from
 AWS of that emulator (see KNOWN_QUIRKS); it does not fail the run. A known quirk that
@@ -877,6 +877,7 @@ def main() -> int:
     ap.add_argument("--bench-only", action="store_true", help="skip the functional checks")
     ap.add_argument("--moto-n", type=int, default=300)
     ap.add_argument("--fauxqs-n", type=int, default=2000)
+    ap.add_argument("--elasticmq-n", type=int, default=2000)
     args = ap.parse_args()
     bad = [x for x in args.targets if x not in TARGETS]
     if bad:
@@ -900,9 +901,10 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - report and go on with the next target
                 traceback.print_exc()
                 record(tg, "ran to completion", False, f"{type(e).__name__}: {e}")
-        if (args.bench or args.bench_only) and tg in ("sqs-moto", "sqs-fauxqs"):
+        bench_n = {"sqs-moto": args.moto_n, "sqs-fauxqs": args.fauxqs_n, "sqs-elasticmq": args.elasticmq_n}
+        if (args.bench or args.bench_only) and tg in bench_n:
             try:
-                bench_sqs(tg, ep, args.moto_n if tg == "sqs-moto" else args.fauxqs_n)
+                bench_sqs(tg, ep, bench_n[tg])
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
                 record(tg, "bench", False, f"{type(e).__name__}: {e}")
