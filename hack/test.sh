@@ -57,7 +57,7 @@ if [[ -n $e2e ]]; then
   hack/install-node.sh >/dev/null
 fi
 
-step "AWS emulators: moto, fauxqs, kinesis-local, DynamoDB Local (first time ~1 min)"
+step "AWS emulators: moto, fauxqs, ElasticMQ, kinesis-local, DynamoDB Local (first time ~1 min)"
 hack/emulators.sh install
 
 step "reference filter engine: event-ruler via Maven, for tests/filter_differential.rs"

@@ -1,8 +1,12 @@
-//! The SQS engine with the real aws-sdk-sqs client against emulators (moto for semantics,
-//! fauxqs for volume) and a real HTTP target.
+//! The SQS engine with the real aws-sdk-sqs client against emulators and a real HTTP target:
+//! ElasticMQ where FIFO group locking or concurrent receives matter (it does them like SQS),
+//! moto for the rest of the semantics, fauxqs for volume. Which test uses which emulator, and
+//! why: hack/emulators/README.md.
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -244,10 +248,11 @@ async fn standard_queue_2000_messages_none_lost_each_deleted_once() {
     }
 }
 
+/// On ElasticMQ: two loops receive at once, and moto can hand one message to both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_calls_come_back_and_are_delivered_later() {
-    let emulators = Emulators::start(&["moto"]);
-    let config = emulators.sdk_config("moto");
+    let emulators = Emulators::start(&["elasticmq"]);
+    let config = emulators.sdk_config("elasticmq");
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -324,10 +329,11 @@ async fn failed_calls_come_back_and_are_delivered_later() {
     );
 }
 
+/// On ElasticMQ: two loops receive at once, and moto can hand one message to both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_batch_response_redelivers_the_listed_messages() {
-    let emulators = Emulators::start(&["moto"]);
-    let config = emulators.sdk_config("moto");
+    let emulators = Emulators::start(&["elasticmq"]);
+    let config = emulators.sdk_config("elasticmq");
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -473,14 +479,25 @@ async fn redrive_policy_moves_a_poison_message_to_the_dlq() {
 
 /// 20 groups x 50 messages, two replicas with two loops each, and a target that fails some
 /// messages (partial responses) and some whole calls: within each group, the first successful
-/// deliveries are in send order. On fauxqs: moto does not keep a group locked while one of its
-/// messages is in flight, so it hands out later messages of a group past a failed one (real
-/// SQS does not).
+/// deliveries are in send order. Not on moto: once a group's messages time out it hands out a
+/// later one first. ElasticMQ gives a batch several messages of a group (as SQS does), so
+/// the messages behind a failed one in the same batch are exercised; fauxqs gives one per
+/// group, and is fast.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas() {
+async fn fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas_on_elasticmq() {
+    fifo_groups_keep_order_with_failures_and_two_replicas("elasticmq").await;
+}
+
+/// [`fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas_on_elasticmq`] on fauxqs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas_on_fauxqs() {
+    fifo_groups_keep_order_with_failures_and_two_replicas("fauxqs").await;
+}
+
+async fn fifo_groups_keep_order_with_failures_and_two_replicas(emulator: &str) {
     let (groups, per_group) = (20, 50);
-    let emulators = Emulators::start(&["fauxqs"]);
-    let config = emulators.sdk_config("fauxqs");
+    let emulators = Emulators::start(&[emulator]);
+    let config = emulators.sdk_config(emulator);
     let client = Client::new(&config);
     let url = create_queue(
         &client,
@@ -546,21 +563,26 @@ async fn fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas() {
         replica.stop().await;
     }
 
-    // Replay the calls: a record succeeded unless its call failed or listed it.
+    // Replay the calls: a record succeeded unless its call failed, or listed it or an earlier
+    // record of its group (a FIFO consumer stops a group at its first failure: the poller
+    // leaves the rest of the group in the queue).
     let mut first_success: HashMap<String, Vec<u64>> = HashMap::new();
     let mut done: HashSet<String> = HashSet::new();
     for (index, call) in target.calls().iter().enumerate() {
         if index % 11 == 5 {
             continue;
         }
+        let mut failed_groups: HashSet<&str> = HashSet::new();
         for record in &call.event.records {
             let body: serde_json::Value =
                 serde_json::from_str(record.body.as_ref().unwrap()).unwrap();
             let seq = body["seq"].as_u64().unwrap();
             let listed = seq % 7 == 3 && record.attributes["ApproximateReceiveCount"] == "1";
-            let group = record.attributes["MessageGroupId"].clone();
-            if !listed && done.insert(record.message_id.clone().unwrap()) {
-                first_success.entry(group).or_default().push(seq);
+            let group = record.attributes["MessageGroupId"].as_str();
+            if listed || failed_groups.contains(group) {
+                failed_groups.insert(group);
+            } else if done.insert(record.message_id.clone().unwrap()) {
+                first_success.entry(group.to_owned()).or_default().push(seq);
             }
         }
     }
@@ -572,6 +594,160 @@ async fn fifo_20_groups_x_50_keep_order_with_failures_and_two_replicas() {
             "order of group {group}"
         );
     }
+}
+
+/// A FIFO message that keeps failing holds back the rest of its group, which stays in the queue,
+/// while the other groups are delivered; once it succeeds, its group follows in order, each
+/// message deleted. On ElasticMQ: like SQS it gives a batch several messages of a group (so the
+/// messages behind the failed one are in its batch) and restarts a timed-out group at its
+/// first message, which neither fauxqs nor moto does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_fifo_message_holds_back_its_group_until_it_succeeds() {
+    let (groups, per_group, stuck) = (4, 10, 2);
+    let emulators = Emulators::start(&["elasticmq"]);
+    let config = emulators.sdk_config("elasticmq");
+    let client = Client::new(&config);
+    let url = create_queue(
+        &client,
+        "held.fifo",
+        &[
+            (QueueAttributeName::FifoQueue, "true"),
+            (QueueAttributeName::VisibilityTimeout, "1"),
+        ],
+    )
+    .await;
+    let total = groups * per_group;
+    let bodies: Vec<String> = (0..total)
+        .map(|i| format!(r#"{{"group":{},"seq":{}}}"#, i % groups, i / groups))
+        .collect();
+    send(&client, &url, &bodies, |i| Some(format!("g{}", i % groups))).await;
+
+    // A consumer that stops a group at its first failure and logs what it processed. Message
+    // `stuck` of g0 fails while `failing` holds; only it is listed: keeping the rest of its
+    // group in the queue is the poller's part, which this test is about.
+    let failing = Arc::new(AtomicBool::new(true));
+    let processed: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let target = TestTarget::start({
+        let (failing, processed) = (failing.clone(), processed.clone());
+        move |_, event| {
+            let mut failed_groups = HashSet::new();
+            let mut listed = Vec::new();
+            for record in &event.records {
+                let (group, seq) = group_and_seq(record);
+                if failed_groups.contains(&group) {
+                    continue;
+                }
+                if (group.as_str(), seq) == ("g0", stuck) && failing.load(Ordering::SeqCst) {
+                    failed_groups.insert(group);
+                    listed.push(record.message_id.clone().unwrap());
+                } else {
+                    processed.lock().unwrap().push((group, seq));
+                }
+            }
+            (200, batch_item_failures(listed.iter().map(String::as_str)))
+        }
+    })
+    .await;
+    let poller = start_poller(
+        &config,
+        &url,
+        &target,
+        settings(10, 2, true),
+        FilterSet::default(),
+    )
+    .await;
+    let distinct =
+        || -> HashSet<(String, u64)> { processed.lock().unwrap().iter().cloned().collect() };
+
+    // The other groups, and g0 up to the stuck message, go through; the stuck message is retried.
+    let before_stuck = total - (per_group - stuck as usize);
+    wait::until(
+        "every message but g0's stuck one and those behind it processed",
+        Duration::from_secs(120),
+        || async { (distinct().len() >= before_stuck).then_some(()) },
+    )
+    .await;
+    wait::until(
+        "the stuck message delivered three times",
+        Duration::from_secs(60),
+        || async {
+            target
+                .calls()
+                .iter()
+                .flat_map(|c| c.event.records.iter())
+                .any(|r| {
+                    group_and_seq(r) == ("g0".to_owned(), stuck)
+                        && r.attributes["ApproximateReceiveCount"]
+                            .parse::<u32>()
+                            .unwrap()
+                            >= 3
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    // ElasticMQ's counts are exact; SQS's would be approximate.
+    wait::until(
+        "only g0's stuck message and those behind it left in the queue",
+        Duration::from_secs(60),
+        || async {
+            let (visible, in_flight) = queue_counts(&client, &url).await;
+            (visible + in_flight == (per_group - stuck as usize) as u64).then_some(())
+        },
+    )
+    .await;
+    let held_back: Vec<u64> = distinct()
+        .into_iter()
+        .filter(|(group, seq)| group == "g0" && *seq >= stuck)
+        .map(|(_, seq)| seq)
+        .collect();
+    assert!(
+        held_back.is_empty(),
+        "processed past the failure: {held_back:?}"
+    );
+
+    failing.store(false, Ordering::SeqCst);
+    wait::until(
+        "every message processed and the queue empty",
+        Duration::from_secs(120),
+        || async {
+            (distinct().len() == total && queue_counts(&client, &url).await == (0, 0)).then_some(())
+        },
+    )
+    .await;
+    let (metrics, _) = poller.stop().await;
+
+    // At least once: a message may be processed again, but each group's first processing of
+    // each message is in send order.
+    let mut first: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (group, seq) in processed.lock().unwrap().iter() {
+        if seen.insert((group.clone(), *seq)) {
+            first.entry(group.clone()).or_default().push(*seq);
+        }
+    }
+    assert_eq!(first.len(), groups);
+    for (group, seqs) in &first {
+        assert_eq!(
+            *seqs,
+            (0..per_group as u64).collect::<Vec<_>>(),
+            "order of group {group}"
+        );
+    }
+    assert!(
+        metrics.deleted.get() >= total as u64,
+        "each message deleted"
+    );
+    assert_eq!(metrics.delete_failures.get(), 0);
+}
+
+/// The MessageGroupId and the `seq` of a FIFO test message's body.
+fn group_and_seq(record: &aws_lambda_events::event::sqs::SqsMessage) -> (String, u64) {
+    let body: serde_json::Value = serde_json::from_str(record.body.as_ref().unwrap()).unwrap();
+    (
+        record.attributes["MessageGroupId"].clone(),
+        body["seq"].as_u64().unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,19 +3,20 @@
 
 Run with the venv's Python (boto3 comes with moto):
 
-    eval "$(hack/emulators.sh start moto fauxqs kinesis dynamodb --state /tmp/emu)"
+    eval "$(hack/emulators.sh start moto fauxqs elasticmq kinesis dynamodb --state /tmp/emu)"
     ~/.cache/esm-operator/emulators/venv/bin/python hack/emulators/smoke.py [TARGET...] [--bench]
     hack/emulators.sh stop --state /tmp/emu
 
 TARGETs (default: every one whose endpoint variable is set):
     sqs-moto        SQS on $ESM_MOTO_ENDPOINT
     sqs-fauxqs      SQS on $ESM_FAUXQS_ENDPOINT
+    sqs-elasticmq   SQS on $ESM_ELASTICMQ_ENDPOINT
     kinesis         Kinesis on $ESM_KINESIS_ENDPOINT (kinesis-mock)
     kinesis-moto    Kinesis on $ESM_MOTO_ENDPOINT (not recommended; for comparison)
     dynamodb        DynamoDB + Streams on $ESM_DYNAMODB_ENDPOINT (DynamoDB Local)
     dynamodb-moto   DynamoDB + Streams on $ESM_MOTO_ENDPOINT
---bench: also time send+receive+delete of 300 messages on moto and 2000 on fauxqs
-(override with --moto-n / --fauxqs-n).
+--bench: also time send+receive+delete of 300 messages on moto and 2000 on fauxqs and
+ElasticMQ (override with --moto-n / --fauxqs-n / --elasticmq-n).
 
 Every check prints PASS, FAIL, or QUIRK. QUIRK = a known, documented deviation from
 AWS of that emulator (see KNOWN_QUIRKS); it does not fail the run. A known quirk that
@@ -54,6 +55,11 @@ os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 # (target, check) -> what the emulator does differently from AWS (observed with the
 # versions pinned in hack/emulators/; see hack/emulators/README.md).
 KNOWN_QUIRKS: dict[tuple[str, str], str] = {
+    # moto 5.2.5
+    ("sqs-moto", "FIFO: after a visibility timeout the group restarts at its first message, in order"):
+        "moto hands out a group's later messages first once several of them timed out together",
+    ("sqs-moto", "8 concurrent receives hand out each of 100 messages once"):
+        "moto can hand one message to two concurrent receives (not every run)",
     # fauxqs 1.9.2
     ("sqs-fauxqs", "delete_message_batch reports a bogus handle in Failed"):
         "fauxqs accepts any receipt handle on DeleteMessageBatch (reports it Successful)",
@@ -404,6 +410,44 @@ def smoke_sqs(t: str, endpoint: str) -> None:
     record(t, "FIFO drain: every message once, in group order",
            ga == ["A0", "A1", "A2", "A3"] and gb == ["B0", "B1", "B2"], json.dumps(seen))
 
+    # -- FIFO: a group whose messages timed out starts again from its first one
+    fvis = sqs.create_queue(QueueName=f"smoke-vis-{run}.fifo", Attributes={"FifoQueue": "true", "VisibilityTimeout": "30"})["QueueUrl"]
+    for i in range(5):
+        sqs.send_message(QueueUrl=fvis, MessageBody=f"V{i}", MessageGroupId="v", MessageDeduplicationId=f"V{i}")
+    first = [m["Body"] for m in sqs.receive_message(
+        QueueUrl=fvis, MaxNumberOfMessages=3, VisibilityTimeout=1, WaitTimeSeconds=1).get("Messages", [])]
+    time.sleep(1.5)
+    after = [m["Body"] for m in sqs.receive_message(
+        QueueUrl=fvis, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]
+    record(t, "FIFO: after a visibility timeout the group restarts at its first message, in order",
+           first[:1] == ["V0"] and first == sorted(first) and after[:1] == ["V0"] and after == sorted(after),
+           f"first {first}, then {after}")
+
+    # -- concurrent receives: a message is handed to one of them only
+    conc = sqs.create_queue(QueueName=f"smoke-conc-{run}", Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
+    for k in range(0, 100, 10):
+        sqs.send_message_batch(QueueUrl=conc, Entries=[{"Id": str(i), "MessageBody": f"c{k + i}"} for i in range(10)])
+    got_ids: list[str] = []
+    lock = threading.Lock()
+
+    def receiver():
+        own = client("sqs", endpoint, read_timeout=40)
+        for _ in range(30):
+            msgs = own.receive_message(QueueUrl=conc, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+            if not msgs:
+                return
+            with lock:
+                got_ids.extend(m["MessageId"] for m in msgs)
+
+    threads = [threading.Thread(target=receiver) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    twice = len(got_ids) - len(set(got_ids))
+    record(t, "8 concurrent receives hand out each of 100 messages once",
+           len(set(got_ids)) == 100 and twice == 0, f"{len(set(got_ids))} distinct, {twice} handed out twice")
+
     # FIFO DLQ
     fdlq = sqs.create_queue(QueueName=f"smoke-dlq-{run}.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     fdlq_arn = sqs.get_queue_attributes(QueueUrl=fdlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -441,7 +485,7 @@ def smoke_sqs(t: str, endpoint: str) -> None:
     except ClientError as e:
         record(t, "WaitTimeSeconds=21 rejected", True, err_code(e))
 
-    for q in (url, dlq, src, fifo, fdlq, fsrc):
+    for q in (url, dlq, src, fifo, fvis, conc, fdlq, fsrc):
         sqs.delete_queue(QueueUrl=q)
 
 
@@ -817,12 +861,13 @@ def smoke_dynamodb(t: str, endpoint: str) -> None:
 TARGETS = {
     "sqs-moto": ("ESM_MOTO_ENDPOINT", smoke_sqs),
     "sqs-fauxqs": ("ESM_FAUXQS_ENDPOINT", smoke_sqs),
+    "sqs-elasticmq": ("ESM_ELASTICMQ_ENDPOINT", smoke_sqs),
     "kinesis": ("ESM_KINESIS_ENDPOINT", smoke_kinesis),
     "kinesis-moto": ("ESM_MOTO_ENDPOINT", smoke_kinesis),
     "dynamodb": ("ESM_DYNAMODB_ENDPOINT", smoke_dynamodb),
     "dynamodb-moto": ("ESM_MOTO_ENDPOINT", smoke_dynamodb),
 }
-DEFAULT_TARGETS = ["sqs-moto", "sqs-fauxqs", "kinesis", "dynamodb", "dynamodb-moto"]
+DEFAULT_TARGETS = ["sqs-moto", "sqs-fauxqs", "sqs-elasticmq", "kinesis", "dynamodb", "dynamodb-moto"]
 
 
 def main() -> int:
@@ -832,6 +877,7 @@ def main() -> int:
     ap.add_argument("--bench-only", action="store_true", help="skip the functional checks")
     ap.add_argument("--moto-n", type=int, default=300)
     ap.add_argument("--fauxqs-n", type=int, default=2000)
+    ap.add_argument("--elasticmq-n", type=int, default=2000)
     args = ap.parse_args()
     bad = [x for x in args.targets if x not in TARGETS]
     if bad:
@@ -855,9 +901,10 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - report and go on with the next target
                 traceback.print_exc()
                 record(tg, "ran to completion", False, f"{type(e).__name__}: {e}")
-        if (args.bench or args.bench_only) and tg in ("sqs-moto", "sqs-fauxqs"):
+        bench_n = {"sqs-moto": args.moto_n, "sqs-fauxqs": args.fauxqs_n, "sqs-elasticmq": args.elasticmq_n}
+        if (args.bench or args.bench_only) and tg in bench_n:
             try:
-                bench_sqs(tg, ep, args.moto_n if tg == "sqs-moto" else args.fauxqs_n)
+                bench_sqs(tg, ep, bench_n[tg])
             except Exception as e:  # noqa: BLE001
                 traceback.print_exc()
                 record(tg, "bench", False, f"{type(e).__name__}: {e}")

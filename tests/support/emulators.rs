@@ -22,7 +22,8 @@ fn script() -> PathBuf {
 }
 
 impl Emulators {
-    /// Starts the named emulators (`moto`, `fauxqs`, `kinesis`, `dynamodb`) on loopback.
+    /// Starts the named emulators (`moto`, `fauxqs`, `elasticmq`, `kinesis`, `dynamodb`) on
+    /// loopback.
     pub fn start(names: &[&str]) -> Self {
         Self::start_on(names, "127.0.0.1")
     }
