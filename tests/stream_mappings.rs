@@ -408,12 +408,7 @@ async fn dynamodb_changes_arrive_in_order_per_key_with_images_and_survive_a_rest
         .mapping(
             "orders",
             json!({
-                "source": {"dynamodbStreams": {
-                    "streamArn": stream_arn,
-                    "region": "us-east-1",
-                    "endpointUrl": emulator.endpoint("dynamodb"),
-                    "credentialsSecretRef": {"name": "aws"},
-                }},
+                "source": dynamodb_source(&emulator, &stream_arn),
                 "target": {"url": target.url},
                 "startingPosition": "TRIM_HORIZON",
                 "batchSize": 7,

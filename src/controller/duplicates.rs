@@ -4,9 +4,9 @@
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
+use super::status::untyped_ready;
 use super::validate;
 use crate::api::{AwsConnection, EventSourceMappingSpec, Source};
-use crate::meta::READY;
 use crate::target::target_url;
 
 /// Where a mapping's records come from and go to, as far as two specs can be compared without
@@ -75,16 +75,8 @@ fn age_rank(object: &DynamicObject) -> (Option<k8s_openapi::jiff::Timestamp>, St
 fn inactive(object: &DynamicObject) -> bool {
     object.metadata.deletion_timestamp.is_some()
         || object.data.pointer("/spec/enabled") == Some(&serde_json::Value::Bool(false))
-        || object
-            .data
-            .pointer("/status/conditions")
-            .and_then(|c| c.as_array())
-            .is_some_and(|conditions| {
-                conditions.iter().any(|c| {
-                    c["type"] == READY
-                        && (c["reason"] == "InvalidSpec" || c["reason"] == "MalformedSpec")
-                })
-            })
+        || untyped_ready(object)
+            .is_some_and(|c| c["reason"] == "InvalidSpec" || c["reason"] == "MalformedSpec")
 }
 
 /// The oldest other active mapping (`NAMESPACE/NAME`) that reads the same source and calls the

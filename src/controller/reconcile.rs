@@ -297,17 +297,8 @@ async fn report_malformed(
     let name = object.name_any();
     let namespace = object.namespace().unwrap_or_default();
     tracing::warn!(%namespace, %name, error = %invalid, "malformed mapping");
-    let already = object
-        .data
-        .pointer("/status/conditions")
-        .and_then(|c| c.as_array())
-        .is_some_and(|conditions| {
-            conditions.iter().any(|c| {
-                c["type"] == READY
-                    && c["reason"] == "MalformedSpec"
-                    && c["message"] == invalid.to_string()
-            })
-        });
+    let already = status::untyped_ready(object)
+        .is_some_and(|c| c["reason"] == "MalformedSpec" && c["message"] == invalid.to_string());
     if !already {
         let mut conditions = Vec::new();
         set_condition(

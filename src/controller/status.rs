@@ -217,6 +217,16 @@ fn next_state(
     }
 }
 
+/// The `Ready` condition of a mapping read untyped (the watch parses objects one by one).
+pub fn untyped_ready(object: &kube::api::DynamicObject) -> Option<&serde_json::Value> {
+    object
+        .data
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|condition| condition["type"] == READY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

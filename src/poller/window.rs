@@ -302,17 +302,15 @@ mod tests {
         // String values: the Lambda runtime's type holds the state as a map of strings.
         let state = RawValue::from_string(r#"{"sum":"3"}"#.to_owned()).unwrap();
         let window = TumblingWindows::new(120).window_of(at("2020-12-09T07:04:35Z"));
-        let event = add_window_fields(
-            event,
-            &WindowCall {
-                window,
-                state: &state,
-                shard_id: "shardId-000000000006",
-                event_source_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/lambda-stream",
-                is_final: true,
-                terminated_early: false,
-            },
-        );
+        let call = WindowCall {
+            window,
+            state: &state,
+            shard_id: "shardId-000000000006",
+            event_source_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/lambda-stream",
+            is_final: true,
+            terminated_early: false,
+        };
+        let event = add_window_fields(event, &call);
         let event: Value = serde_json::from_slice(&event).unwrap();
         assert_eq!(
             event,
@@ -327,17 +325,7 @@ mod tests {
             })
         );
         // A final call (no records) reads as the Lambda runtime's own type.
-        let final_call = add_window_fields(
-            encode_event::<Value>([], 0),
-            &WindowCall {
-                window,
-                state: &state,
-                shard_id: "shardId-000000000006",
-                event_source_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/lambda-stream",
-                is_final: true,
-                terminated_early: false,
-            },
-        );
+        let final_call = add_window_fields(encode_event::<Value>([], 0), &call);
         let typed: aws_lambda_events::kinesis::KinesisTimeWindowEvent =
             serde_json::from_slice(&final_call).unwrap();
         let properties = typed.time_window_properties;

@@ -174,6 +174,16 @@ impl Poller {
     }
 }
 
+/// The mapping source for DynamoDB stream `stream_arn` on the `dynamodb` emulator.
+pub fn dynamodb_source(emulators: &Emulators, stream_arn: &str) -> Value {
+    json!({"dynamodbStreams": {
+        "streamArn": stream_arn,
+        "region": "us-east-1",
+        "endpointUrl": emulators.endpoint("dynamodb"),
+        "credentialsSecretRef": {"name": "aws"},
+    }})
+}
+
 // ------------------------------------------------------------------------------- Kinesis ---
 
 pub struct TestStream {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -27,7 +28,7 @@ use crate::poller::checkpoint::ShardLeaseStore;
 use crate::poller::retry::{DiscardCondition, RETRY_BACKOFF_MAX, Segment, retry_delay};
 use crate::poller::window::{MAX_STATE_BYTES, WINDOW_FIELDS_BYTES, returned_state};
 use crate::sources::sharded::ShardedStream;
-use crate::target::{Invoke, Outcome, classify};
+use crate::target::{CallError, Invoke, Outcome, TargetResponse, classify};
 use crate::trace::TraceContext;
 
 impl<S, L, T, D> StreamPoller<S, L, T, D>
@@ -122,6 +123,56 @@ where
         }
     }
 
+    /// One call of the target for a shard: the in-flight gauge, the call's duration, its
+    /// outcome and its span. With tumbling windows the answer must carry a state: it is
+    /// returned, and an answer without one is a failure.
+    pub(super) async fn call_target(
+        &self,
+        shard: &ShardRun,
+        payload: Vec<u8>,
+        records: usize,
+        retries: u32,
+        item_ids: Option<&[&str]>,
+    ) -> Answer {
+        let started = Instant::now();
+        // Stream records carry no trace: each call starts one.
+        let trace = TraceContext::new_trace();
+        let result = {
+            let _in_flight = self.metrics.start_in_flight();
+            self.target.invoke(payload, &trace).await
+        };
+        shard
+            .metrics
+            .observe_invocation(started.elapsed().as_secs_f64());
+        let mut outcome = classify(&result, item_ids);
+        let mut state = None;
+        if self.settings.tumbling.is_some()
+            && let (Outcome::Success | Outcome::PartialFailure(_), Ok(response)) =
+                (&outcome, &result)
+        {
+            match returned_state(&response.body) {
+                Ok(returned) => state = Some(returned),
+                Err(reason) => outcome = Outcome::Failure(reason),
+            }
+        }
+        self.spans.record(
+            &trace,
+            started,
+            Call {
+                shard: Some(&shard.origin.shard_id),
+                records,
+                retries: Some(retries),
+                result: &result,
+                outcome: &outcome,
+            },
+        );
+        Answer {
+            result,
+            outcome,
+            state,
+        }
+    }
+
     /// Sends a batch until every record is done or discarded. Returns false when the shard
     /// was drained first (the unfinished records are read again by the next holder). With a
     /// tumbling window, each call carries the window's state and the answer's state replaces
@@ -175,42 +226,19 @@ where
                     open.add_fields(payload, shard, &self.identity, WindowCallKind::Aggregate);
             }
             shard.metrics.invoked(count);
-            let started = Instant::now();
-            // Stream records carry no trace: each call starts one.
-            let trace = TraceContext::new_trace();
-            let result = {
-                let _in_flight = self.metrics.start_in_flight();
-                self.target.invoke(payload, &trace).await
-            };
-            shard
-                .metrics
-                .observe_invocation(started.elapsed().as_secs_f64());
             let ids: Option<Vec<&str>> = self
                 .settings
                 .report_batch_item_failures
                 .then(|| records.iter().map(|p| p.record.item_identifier()).collect());
-            let mut outcome = classify(&result, ids.as_deref());
+            let answer = self
+                .call_target(shard, payload, count, segment.retries, ids.as_deref())
+                .await;
             drop(ids);
-            let mut state_over_limit = false;
-            if let (Some(open), Outcome::Success | Outcome::PartialFailure(_), Ok(response)) =
-                (window.as_deref_mut(), &outcome, &result)
-            {
-                match returned_state(&response.body) {
-                    Ok(state) => state_over_limit = open.replace_state(state),
-                    Err(reason) => outcome = Outcome::Failure(reason),
-                }
-            }
-            self.spans.record(
-                &trace,
-                started,
-                Call {
-                    shard: Some(&shard.origin.shard_id),
-                    records: count,
-                    retries: Some(segment.retries),
-                    result: &result,
-                    outcome: &outcome,
-                },
-            );
+            let (result, outcome) = (answer.result, answer.outcome);
+            let state_over_limit = match (window.as_deref_mut(), answer.state) {
+                (Some(open), Some(state)) => open.replace_state(state),
+                _ => false,
+            };
             last = LastResponse {
                 context: Some(ResponseContext::of(&result)),
                 http_status: result.as_ref().ok().map(|r| r.status),
@@ -379,6 +407,14 @@ where
         shard.finish(&mut batch[range]);
         true
     }
+}
+
+/// A target call as [`StreamPoller::call_target`] saw it.
+pub(super) struct Answer {
+    pub(super) result: Result<TargetResponse, CallError>,
+    pub(super) outcome: Outcome,
+    /// The answer's window state (tumbling windows).
+    pub(super) state: Option<Box<RawValue>>,
 }
 
 /// The target's last answer to a batch, for the invocation record.

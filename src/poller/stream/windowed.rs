@@ -25,29 +25,25 @@ use super::{
 };
 use crate::destination::Deliver;
 use crate::event::encode_event;
-use crate::otlp::Call;
 use crate::poller::batch::Batcher;
 use crate::poller::checkpoint::{LeaseError, ShardLeaseStore};
 use crate::poller::retry::retry_delay;
 use crate::poller::window::{
     MAX_STATE_BYTES, Placement, StoredWindow, TumblingWindows, Window, WindowCall,
-    add_window_fields, empty_state, returned_state,
+    add_window_fields, empty_state,
 };
 use crate::sources::sharded::ShardedStream;
-use crate::target::{Invoke, Outcome, classify};
-use crate::trace::TraceContext;
+use crate::target::{Invoke, Outcome};
 
 /// The shard's window as the lane carries it.
 #[derive(Debug)]
 pub(super) struct OpenWindow {
     window: Option<Window>,
     state: Box<RawValue>,
-    /// The checkpoint the stored state was valid for when this shard started: kept until the
-    /// lane finishes records of its own, so a save never goes back before it.
-    resumed_from: Option<String>,
     /// Changed since it was last saved...
     unsaved: bool,
-    /// ...or the checkpoint moved since the last save.
+    /// ...or the checkpoint moved past this one, the last saved (at the start, the stored
+    /// one: until the lane finishes records of its own a save keeps it, never going back).
     saved_checkpoint: Option<String>,
 }
 
@@ -69,14 +65,12 @@ impl OpenWindow {
             Some(stored) => Self {
                 window: stored.window,
                 state: stored.state,
-                saved_checkpoint: stored.checkpoint.clone(),
-                resumed_from: stored.checkpoint,
+                saved_checkpoint: stored.checkpoint,
                 unsaved: false,
             },
             None => Self {
                 window: None,
                 state: empty_state(),
-                resumed_from: None,
                 unsaved: false,
                 saved_checkpoint: None,
             },
@@ -127,7 +121,7 @@ impl OpenWindow {
                 .watermark()
                 .finished()
                 .map(str::to_owned)
-                .or_else(|| self.resumed_from.clone()),
+                .or_else(|| self.saved_checkpoint.clone()),
             window: self.window,
             state: self.state.clone(),
         }
@@ -153,7 +147,6 @@ where
         loop {
             let error = match self.leases.load_window(shard_id).await {
                 Ok(stored) => return Ok(stored),
-                Err(LeaseError::Lost { .. }) => return Err(ShardExit::Lost),
                 Err(error) => error,
             };
             failures += 1;
@@ -220,7 +213,7 @@ where
                     self.save_window(&shard, &mut open).await;
                     return;
                 }
-            } else if batcher.is_empty() && waiting.is_empty() || boundary {
+            } else if boundary || (batcher.is_empty() && waiting.is_empty()) {
                 let closes = open.window.is_some_and(|window| {
                     boundary || reader_gone || windows.may_close(window, caught_up)
                 });
@@ -291,34 +284,8 @@ where
         loop {
             let event = encode_event::<serde_json::Value>([], 0);
             let event = open.add_fields(event, shard, &self.identity, kind);
-            let started = Instant::now();
-            let trace = TraceContext::new_trace();
-            let result = {
-                let _in_flight = self.metrics.start_in_flight();
-                self.target.invoke(event, &trace).await
-            };
-            shard
-                .metrics
-                .observe_invocation(started.elapsed().as_secs_f64());
-            // Without item ids a 2xx is a success; the answer must still carry a state.
-            let outcome = match (classify(&result, None), &result) {
-                (Outcome::Success, Ok(response)) => match returned_state(&response.body) {
-                    Ok(_) => Outcome::Success,
-                    Err(reason) => Outcome::Failure(reason),
-                },
-                (outcome, _) => outcome,
-            };
-            self.spans.record(
-                &trace,
-                started,
-                Call {
-                    shard: Some(shard_id),
-                    records: 0,
-                    retries: Some(failures),
-                    result: &result,
-                    outcome: &outcome,
-                },
-            );
+            let answer = self.call_target(shard, event, 0, failures, None).await;
+            let outcome = answer.outcome;
             let failure = match outcome {
                 Outcome::Failure(reason) => Some(reason),
                 Outcome::Success | Outcome::PartialFailure(_) => None,
