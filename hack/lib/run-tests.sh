@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds every test target of the crate (`cargo test --no-run`) and runs the test binaries
 # side by side, ESM_TEST_JOBS at a time (default 3), the longest first; then the doc tests.
-# Each binary's output goes to a log, printed whole when the binary fails and summed up
-# otherwise. Exits non-zero when any binary failed, after all have run (like --no-fail-fast).
+# Each binary's output goes to a log; once all have run, every log is printed whole in
+# cargo's own shape (`Running <binary>`, then libtest's `running N tests` and one line per
+# test), so a reader or a CI parser sees each test, followed by a one-line-per-binary summary.
+# Exits non-zero when any binary failed, after all have run (like --no-fail-fast).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -42,21 +44,26 @@ done <<<"$ordered"
 wait
 
 failed=()
-while IFS=$'\t' read -r name _; do
+summary=()
+while IFS=$'\t' read -r name executable; do
   [[ -n $name ]] || continue
   rc=$(cat "$logs/$name.rc" 2>/dev/null || echo "missing")
+  printf '     Running %s (%s)\n' "$name" "$executable"
+  cat "$logs/$name.log"
   if [[ $rc == 0 ]]; then
-    printf '%-22s %s\n' "$name" "$(grep -E '^test result' "$logs/$name.log" | tail -1)"
+    summary+=("$(printf '%-22s %s' "$name" "$(grep -E '^test result' "$logs/$name.log" | tail -1)")")
   else
     failed+=("$name")
-    printf '\n----- %s FAILED (exit %s); its output: -----\n' "$name" "$rc"
-    cat "$logs/$name.log"
+    summary+=("$(printf '%-22s FAILED (exit %s)' "$name" "$rc")")
   fi
 done <<<"$ordered"
 
-echo "doc tests:"
-cargo test --locked --doc --quiet || failed+=("doc tests")
+echo "   Doc-tests esm_operator"
+cargo test --locked --doc || failed+=("doc tests")
 
+echo
+echo "summary, one line per test binary:"
+printf '%s\n' "${summary[@]}"
 echo "test binaries ran in $((SECONDS - started)) s ($jobs at a time); logs in $logs"
 if ((${#failed[@]} > 0)); then
   echo "FAILED: ${failed[*]}" >&2
