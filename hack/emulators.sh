@@ -11,12 +11,19 @@
 #                (pin: hack/emulators/elasticmq/pom.xml; needs Java 17 and mvn)
 #       Idempotent: a stamp keyed on the pin files' hash makes a second run instant.
 #
-#   eval "$(hack/emulators.sh start moto fauxqs elasticmq kinesis dynamodb [--state DIR] [--bind ADDR])"
+#   eval "$(hack/emulators.sh start moto fauxqs elasticmq kinesis dynamodb [--state DIR] [--bind ADDR] [--persistent])"
 #       Start each emulator on a free port of ADDR (default 127.0.0.1; the e2e tests bind
 #       the node IP of hack/start-cluster.sh so that pods reach them), wait until it
 #       answers, and print `export ESM_<NAME>_ENDPOINT=http://ADDR:PORT` lines on stdout
 #       (everything else goes to stderr). Runs `install` first if needed.
 #       An emulator already running in DIR is reused.
+#       --persistent (elasticmq only): keep queues and messages in an H2 database in
+#       DIR/elasticmq-data instead of memory, so that they survive `restart`.
+#
+#   hack/emulators.sh restart NAME... [--state DIR]
+#       Stop each named emulator of DIR and start it again on the same address and port,
+#       so that clients keep their endpoint: with its data when it was started
+#       --persistent, else empty. Prints the export lines again.
 #
 #   hack/emulators.sh env  [--state DIR]           print the export lines again
 #   hack/emulators.sh status [--state DIR]         what runs in DIR
@@ -214,10 +221,14 @@ probe() {
   esac
 }
 
-# Launch NAME in its own session/process group. Sets LAUNCH_PORT.
+# True if emulator NAME of STATE keeps its data on disk (started with --persistent).
+is_persistent() { [[ -f "$1/$2.persistent" ]]; }
+
+# Launch NAME in its own session/process group, on PORT (and kinesis' TLSPORT) when given,
+# else on free ones. Sets LAUNCH_PORT.
 launch() {
-  local state="$1" name="$2" port tlsport=""
-  port="$(free_port "$BIND")"
+  local state="$1" name="$2" port="${3:-}" tlsport="${4:-}"
+  [[ -n "$port" ]] || port="$(free_port "$BIND")"
   local -a envs=() cmd=()
   case "$name" in
     moto)
@@ -245,13 +256,23 @@ generate-node-address = false
 rest-sqs { enabled = true, bind-hostname = "$BIND", bind-port = $port, sqs-limits = strict }
 aws { region = "us-east-1", accountId = "000000000000" }
 EOF
+      # Persistent: every queue and message (its visibility and receipt handles too) is
+      # written to H2, and read back when the server starts again.
+      if is_persistent "$state" "$name"; then
+        mkdir -p "$state/elasticmq-data"
+        cat >>"$state/elasticmq.conf" <<EOF
+messages-storage { enabled = true, uri = "jdbc:h2:$state/elasticmq-data/elasticmq" }
+EOF
+      fi
       # -Xmx: the JVM would size its heap to a quarter of the machine; a test needs far less.
       cmd=(java -XX:+UseSerialGC -Xmx512m "-Dconfig.file=$state/elasticmq.conf"
         -cp "$ELASTICMQ_DIR/lib/*" org.elasticmq.server.Main)
       ;;
     kinesis)
-      tlsport="$(free_port "$BIND")"
-      while [[ "$tlsport" == "$port" ]]; do tlsport="$(free_port "$BIND")"; done
+      if [[ -z "$tlsport" ]]; then
+        tlsport="$(free_port "$BIND")"
+        while [[ "$tlsport" == "$port" ]]; do tlsport="$(free_port "$BIND")"; done
+      fi
       envs=(
         ESM_EMULATOR_BIND="$BIND"
         KINESIS_MOCK_PLAIN_PORT="$port"
@@ -315,8 +336,10 @@ timeout_of() {
   esac
 }
 
+# start_one STATE NAME [PORT [TLSPORT]]: starts NAME (on those ports when given) and waits
+# until it answers.
 start_one() {
-  local state="$1" name="$2" attempt t0 port code deadline
+  local state="$1" name="$2" want_port="${3:-}" want_tlsport="${4:-}" attempt t0 port code deadline
   if is_running "$state" "$name"; then
     log "$name: already running (pid $(cat "$state/$name.pid"), port $(cat "$state/$name.port"))"
     print_env "$state" "$name"
@@ -325,7 +348,7 @@ start_one() {
   for attempt in 1 2 3; do
     t0="$(now)"
     printf '\n=== %s start %s\n' "$(date -u +%FT%TZ)" "$name" >>"$state/$name.log"
-    launch "$state" "$name"
+    launch "$state" "$name" "$want_port" "$want_tlsport"
     port="$LAUNCH_PORT"
     deadline=$((SECONDS + $(timeout_of "$name")))
     while :; do
@@ -361,28 +384,53 @@ parse_args() {
   NAMES=()
   STATE="$(default_state)"
   BIND=127.0.0.1
+  PERSISTENT=
   while (($#)); do
     case "$1" in
+      --persistent) PERSISTENT=1; shift ;;
       --bind) [[ $# -ge 2 ]] || die "--bind needs an address"; BIND="$2"; shift 2 ;;
       --bind=*) BIND="${1#--bind=}"; shift ;;
       --state) [[ $# -ge 2 ]] || die "--state needs a directory"; STATE="$2"; shift 2 ;;
       --state=*) STATE="${1#--state=}"; shift ;;
       moto | fauxqs | elasticmq | kinesis | dynamodb) NAMES+=("$1"); shift ;;
       all) NAMES+=("${ALL_NAMES[@]}"); shift ;;
-      *) die "unknown argument '$1' (names: ${ALL_NAMES[*]}, all; options: --state DIR, --bind ADDR)" ;;
+      *) die "unknown argument '$1' (names: ${ALL_NAMES[*]}, all; options: --state DIR, --bind ADDR, --persistent)" ;;
     esac
   done
 }
 
 cmd_start() {
   parse_args "$@"
-  ((${#NAMES[@]})) || die "usage: $0 start NAME... [--state DIR] [--bind ADDR]   (NAME: ${ALL_NAMES[*]} | all)"
+  ((${#NAMES[@]})) || die "usage: $0 start NAME... [--state DIR] [--bind ADDR] [--persistent]   (NAME: ${ALL_NAMES[*]} | all)"
+  local name
+  if [[ -n "$PERSISTENT" ]]; then
+    for name in "${NAMES[@]}"; do
+      [[ "$name" == elasticmq ]] || die "$name: --persistent: only elasticmq can keep its data here"
+    done
+  fi
   cmd_install
   mkdir -p "$STATE"
   STATE="$(cd "$STATE" && pwd)"
-  local name
   for name in "${NAMES[@]}"; do
+    if ! is_running "$STATE" "$name"; then
+      if [[ -n "$PERSISTENT" ]]; then touch "$STATE/$name.persistent"; else rm -f "$STATE/$name.persistent"; fi
+    fi
     start_one "$STATE" "$name"
+  done
+}
+
+cmd_restart() {
+  parse_args "$@"
+  ((${#NAMES[@]})) || die "usage: $0 restart NAME... [--state DIR]"
+  [[ -z "$PERSISTENT" ]] || die "restart: --persistent is chosen at start"
+  local name port tlsport
+  for name in "${NAMES[@]}"; do
+    is_running "$STATE" "$name" || die "$name: not running in $STATE"
+    port="$(cat "$STATE/$name.port")"
+    tlsport="$(cat "$STATE/$name.tlsport" 2>/dev/null || true)"
+    BIND="$(host_of "$STATE" "$name")"
+    stop_one "$STATE" "$name"
+    start_one "$STATE" "$name" "$port" "$tlsport"
   done
 }
 
@@ -458,6 +506,7 @@ main() {
   case "$sub" in
     install) cmd_install "$@" ;;
     start) cmd_start "$@" ;;
+    restart) cmd_restart "$@" ;;
     stop) cmd_stop "$@" ;;
     env) cmd_env "$@" ;;
     status) cmd_status "$@" ;;

@@ -8,7 +8,13 @@
 #
 # Prints export lines on stdout, so:  eval "$(hack/start-control-plane.sh)"
 # Binaries come from $KUBEBUILDER_ASSETS, else from hack/install-control-plane.sh.
-# The Rust test harness mirrors these flags: change both together.
+#
+# Run again on the STATE of a control plane some of whose components were stopped
+# (hack/stop-control-plane.sh STATE etcd kube-apiserver), it starts those again on the same
+# ports, with the same etcd data, certificates and token: a restart that every client of the
+# control plane survives (tests/restarts.rs).
+# The Rust test harness (tests/support/control_plane.rs) runs this script and
+# hack/stop-control-plane.sh and reads the export lines: change both together.
 set -euo pipefail
 
 HACK=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -29,7 +35,8 @@ fail() {
 for b in etcd kube-apiserver kube-controller-manager kubectl; do
   [[ -x $BIN/$b ]] || { log "ERROR: $BIN/$b missing: run hack/install-control-plane.sh"; exit 1; }
 done
-[[ ! -s $STATE/pids ]] || { log "ERROR: $STATE/pids exists: already running? (hack/stop-control-plane.sh $STATE)"; exit 1; }
+# STATE/ports: the ports of a control plane started in STATE before; a restart keeps them.
+[[ -s $STATE/ports || ! -s $STATE/pids ]] || { log "ERROR: $STATE/pids exists: already running? (hack/stop-control-plane.sh $STATE)"; exit 1; }
 
 # A free loopback port: random pick, skipped when something answers on it.
 # (A tiny race with other starters is accepted; tests use separate STATE dirs.)
@@ -46,18 +53,37 @@ free_port() {
     fi
   done
 }
-ETCD_PORT=$(free_port)
-ETCD_PEER_PORT=$(free_port)
-API_PORT=$(free_port)
+if [[ -s $STATE/ports ]]; then
+  # shellcheck source=/dev/null
+  source "$STATE/ports"
+  log "restarting what is stopped of the control plane in $STATE"
+else
+  ETCD_PORT=$(free_port)
+  ETCD_PEER_PORT=$(free_port)
+  API_PORT=$(free_port)
+  printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPI_PORT=%s\n' "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" >"$STATE/ports"
+fi
 
-# Service-account signing key and the admin token (static token file).
+# Service-account signing key and the admin token (static token file); a restart keeps both,
+# so tokens and kubeconfigs handed out before stay valid.
 [[ -f $STATE/pki/sa.key ]] || openssl genrsa -out "$STATE/pki/sa.key" 2048 2>/dev/null
-TOKEN=$(openssl rand -hex 24)
-echo "$TOKEN,esm-admin,esm-admin,system:masters" >"$STATE/pki/tokens.csv"
+if [[ -s $STATE/pki/tokens.csv ]]; then
+  TOKEN=$(cut -d, -f1 "$STATE/pki/tokens.csv")
+else
+  TOKEN=$(openssl rand -hex 24)
+  echo "$TOKEN,esm-admin,esm-admin,system:masters" >"$STATE/pki/tokens.csv"
+fi
 
 # shellcheck source=lib/procs.sh
 source "$HACK/lib/procs.sh"
-start() { start_process "$STATE/pids" "$STATE/logs" "$1" "$BIN/$1" "${@:2}"; }
+# start NAME ARGS...: starts component NAME unless it runs already (a restart starts only
+# what was stopped).
+start() {
+  if [[ -f $STATE/pids ]] && awk -v n="$1" '$1 == n { found = 1 } END { exit !found }' "$STATE/pids"; then
+    return
+  fi
+  start_process "$STATE/pids" "$STATE/logs" "$1" "$BIN/$1" "${@:2}"
+}
 
 # --unsafe-no-fsync: a throwaway test store; fsync would dominate test time.
 start etcd \
@@ -78,7 +104,8 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$ETCD_PORT") 2>/dev/null &&
 # No kubelet: the ServiceAccount admission plugin is off so pods need no token.
 # --endpoint-reconciler-type=none: the "kubernetes" Endpoints may not hold a
 # loopback address (it would fail every 10s), and nothing in-cluster needs it.
-# --cert-dir: the apiserver self-signs a serving cert for 127.0.0.1/localhost there.
+# --cert-dir: the apiserver self-signs a serving cert for 127.0.0.1/localhost there (and
+# uses the one it finds there when it restarts: clients keep trusting it).
 start kube-apiserver \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --cert-dir="$STATE/pki" \

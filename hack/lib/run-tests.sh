@@ -26,7 +26,7 @@ for line in sys.stdin:
     print(name + "\t" + message["executable"])
 ')
 # The slowest binaries first, so they do not start last.
-slow_first='^(pods|in_process|controller|stream_mappings|tumbling_windows|sqs|scaling)\b'
+slow_first='^(pods|in_process|controller|stream_mappings|tumbling_windows|sqs|scaling|restarts)\b'
 ordered=$(grep -E "$slow_first" <<<"$listing" || true; grep -vE "$slow_first" <<<"$listing" || true)
 
 started=$SECONDS

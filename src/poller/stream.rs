@@ -447,30 +447,37 @@ where
         }
     }
 
-    /// Checkpoints whenever records finish; returns only when the lease is lost.
+    /// Checkpoints whenever records finish; returns only when the lease is lost. A write that
+    /// fails is tried again until it succeeds, whether or not more records finish meanwhile
+    /// (a quiet shard would otherwise keep an old checkpoint, and repeat records after a
+    /// handover).
     async fn checkpoint_loop(&self, shard: &ShardRun) -> ShardExit {
         let mut finished = shard.finished.subscribe();
-        let mut failures = 0u32;
         loop {
             if finished.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
-            match self.write_checkpoint(shard).await {
-                Ok(()) => {
-                    failures = 0;
-                    tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-                }
-                Err(LeaseError::Lost { .. }) => {
-                    tracing::warn!(shard = %shard.origin.shard_id, "shard lease lost while checkpointing; shard stopped");
-                    return ShardExit::Lost;
-                }
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(shard = %shard.origin.shard_id, %error, "cannot write checkpoint; retrying");
-                    tokio::time::sleep(retry_delay(failures, SOURCE_BACKOFF, SOURCE_BACKOFF_MAX))
+            let mut failures = 0u32;
+            loop {
+                match self.write_checkpoint(shard).await {
+                    Ok(()) => break,
+                    Err(LeaseError::Lost { .. }) => {
+                        tracing::warn!(shard = %shard.origin.shard_id, "shard lease lost while checkpointing; shard stopped");
+                        return ShardExit::Lost;
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        tracing::warn!(shard = %shard.origin.shard_id, %error, "cannot write checkpoint; retrying");
+                        tokio::time::sleep(retry_delay(
+                            failures,
+                            SOURCE_BACKOFF,
+                            SOURCE_BACKOFF_MAX,
+                        ))
                         .await;
+                    }
                 }
             }
+            tokio::time::sleep(CHECKPOINT_INTERVAL).await;
         }
     }
 

@@ -2,6 +2,7 @@
 //! `hack/start-control-plane.sh` on free loopback ports.
 //!
 //! One control plane serves every test of a test binary; each test works in its own namespace.
+//! A test that restarts the control plane starts one of its own ([`ControlPlane::own`]).
 //! A reaper process stops the control plane when the test binary exits, however it exits.
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     /// Directory with kube-apiserver, etcd, kubectl, kube-controller-manager, helm.
     pub assets: PathBuf,
+    /// A test's own control plane stops when the test drops it; the shared one and a cluster
+    /// started elsewhere do not.
+    stop_on_drop: bool,
 }
 
 pub fn repo_root() -> &'static Path {
@@ -38,16 +42,46 @@ impl ControlPlane {
     /// The shared control plane with the EventSourceMapping CRD from `crds/` installed.
     pub fn with_crd() -> &'static ControlPlane {
         let plane = Self::shared();
-        CRD_INSTALLED.get_or_init(|| {
-            plane.kubectl_ok(&["apply", "--server-side", "-f", &crd_path()]);
-            plane.kubectl_ok(&[
-                "wait",
-                "--for=condition=Established",
-                "crd/eventsourcemappings.esm.dev",
-                "--timeout=60s",
-            ]);
-        });
+        CRD_INSTALLED.get_or_init(|| plane.install_crd());
         plane
+    }
+
+    /// A control plane for one test alone, with the CRD installed: a test that stops and
+    /// starts it disturbs no other. Stopped when dropped.
+    pub fn own() -> ControlPlane {
+        let mut plane = Self::start();
+        plane.stop_on_drop = true;
+        plane.install_crd();
+        plane
+    }
+
+    fn install_crd(&self) {
+        self.kubectl_ok(&["apply", "--server-side", "-f", &crd_path()]);
+        self.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/eventsourcemappings.esm.dev",
+            "--timeout=60s",
+        ]);
+    }
+
+    /// Stops kube-apiserver and etcd, keeping their data: every request fails until
+    /// [`ControlPlane::start_stopped`]. The kube-controller-manager keeps running.
+    pub async fn stop_api_server_and_etcd(&self) {
+        let mut stop = Command::new(repo_root().join("hack/stop-control-plane.sh"));
+        stop.arg(&self.state).args(["kube-apiserver", "etcd"]);
+        run_script(stop).await;
+    }
+
+    /// Starts what [`ControlPlane::stop_api_server_and_etcd`] stopped, on the same ports with
+    /// the same data, and returns once the API server is ready.
+    pub async fn start_stopped(&self) {
+        let mut start = Command::new(repo_root().join("hack/start-control-plane.sh"));
+        start
+            .arg(&self.state)
+            .env("KUBEBUILDER_ASSETS", &self.assets)
+            .stdout(Stdio::null());
+        run_script(start).await;
     }
 
     /// A cluster started elsewhere (`hack/start-cluster.sh` for the e2e tests): its admin
@@ -57,6 +91,7 @@ impl ControlPlane {
             state,
             kubeconfig,
             assets,
+            stop_on_drop: false,
         }
     }
 
@@ -79,6 +114,7 @@ impl ControlPlane {
             kubeconfig: export("KUBECONFIG"),
             assets: export("KUBEBUILDER_ASSETS"),
             state,
+            stop_on_drop: false,
         }
     }
 
@@ -177,6 +213,18 @@ impl ControlPlane {
     }
 }
 
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if self.stop_on_drop {
+            let _ = Command::new(repo_root().join("hack/stop-control-plane.sh"))
+                .arg(&self.state)
+                .arg("--clean")
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 pub struct TestNamespace {
     pub name: String,
     namespaces: Api<Namespace>,
@@ -193,6 +241,17 @@ impl Drop for TestNamespace {
             });
         }
     }
+}
+
+/// Runs a hack script off the async runtime (the test's tasks keep running meanwhile); panics
+/// when it fails.
+pub async fn run_script(mut command: Command) {
+    let shown = format!("{command:?}");
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await
+        .expect("the script's thread")
+        .unwrap_or_else(|err| panic!("run {shown}: {err}"));
+    assert!(status.success(), "{shown} failed ({status})");
 }
 
 pub fn crd_path() -> String {

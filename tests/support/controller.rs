@@ -78,6 +78,13 @@ impl RunningController {
         }
     }
 
+    /// Ends the controller as a crash would: at once, wherever it is (between applying a
+    /// Deployment and writing the status that explains it, say), without shutting down.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(());
         tokio::time::timeout(Duration::from_secs(60), self.task)

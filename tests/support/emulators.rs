@@ -31,6 +31,17 @@ impl Emulators {
     /// Starts the named emulators listening on `address` (the e2e tests: the node IP, which
     /// pods reach).
     pub fn start_on(names: &[&str], address: &str) -> Self {
+        Self::launch(names, &["--bind", address])
+    }
+
+    /// Starts the named emulators on loopback keeping their data on disk (only `elasticmq`
+    /// can), so that [`Emulators::restart`] brings it back.
+    pub fn start_persistent(names: &[&str]) -> Self {
+        Self::launch(names, &["--persistent"])
+    }
+
+    /// `hack/emulators.sh start NAMES... OPTIONS...` in a new state directory.
+    fn launch(names: &[&str], options: &[&str]) -> Self {
         let state = tempfile::Builder::new()
             .prefix("esm-emulators-")
             .tempdir()
@@ -41,7 +52,7 @@ impl Emulators {
             .args(names)
             .arg("--state")
             .arg(state.path())
-            .args(["--bind", address])
+            .args(options)
             .stderr(Stdio::inherit())
             .output()
             .expect("hack/emulators.sh runs");
@@ -56,6 +67,17 @@ impl Emulators {
             output.status
         );
         emulators
+    }
+
+    /// Stops emulator `name` and starts it again on the same port (with its data when it was
+    /// started persistent); returns once it answers again.
+    pub async fn restart(&self, name: &str) {
+        let mut restart = Command::new(script());
+        restart
+            .args(["restart", name, "--state"])
+            .arg(self.state.path())
+            .stdout(Stdio::null());
+        super::control_plane::run_script(restart).await;
     }
 
     /// The endpoint of a started emulator, e.g. `http://127.0.0.1:41234`.

@@ -5,6 +5,7 @@
 pub mod control_plane;
 pub mod controller;
 pub mod emulators;
+pub mod ledger;
 pub mod records;
 pub mod streams;
 pub mod target;

@@ -37,7 +37,11 @@ pub struct Fixture {
 }
 
 pub async fn fixture(prefix: &str) -> Fixture {
-    let plane = ControlPlane::with_crd();
+    fixture_on(ControlPlane::with_crd(), prefix).await
+}
+
+/// [`fixture`] on control plane `plane` (one with the CRD installed).
+pub async fn fixture_on(plane: &ControlPlane, prefix: &str) -> Fixture {
     let client = plane.client().await;
     let namespace = plane.namespace(&client, prefix).await;
     let secret: Secret = serde_json::from_value(json!({

@@ -3,6 +3,7 @@
 //! (success, failure, partial batch responses, garbage).
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::Router;
@@ -21,6 +22,8 @@ pub struct Call<E = SqsEvent> {
     pub bytes: usize,
     /// The request's headers (trace context).
     pub headers: axum::http::HeaderMap,
+    /// When the call arrived.
+    pub arrived: std::time::Instant,
 }
 
 /// The answer to a call: status and body.
@@ -33,6 +36,8 @@ struct Shared<E> {
     /// Bodies that were not events of type `E`, with the parse error.
     malformed: Arc<Mutex<Vec<String>>>,
     behaviour: Arc<Behaviour<E>>,
+    /// How long each call takes before it is answered.
+    latency: Duration,
 }
 
 impl<E> Clone for Shared<E> {
@@ -41,6 +46,7 @@ impl<E> Clone for Shared<E> {
             calls: self.calls.clone(),
             malformed: self.malformed.clone(),
             behaviour: self.behaviour.clone(),
+            latency: self.latency,
         }
     }
 }
@@ -66,10 +72,30 @@ impl<E: DeserializeOwned + Clone + Send + Sync + 'static> EventTarget<E> {
         address: std::net::IpAddr,
         behaviour: impl Fn(usize, &E) -> Answer + Send + Sync + 'static,
     ) -> Self {
+        Self::serve(address, Duration::ZERO, Arc::new(behaviour)).await
+    }
+
+    /// A target that accepts everything and takes `latency` over each call: batches stay in
+    /// flight that long, and a backlog builds up behind them.
+    pub async fn accepting_after(latency: Duration) -> Self {
+        Self::serve(
+            [127, 0, 0, 1].into(),
+            latency,
+            Arc::new(|_, _| (200, String::new())),
+        )
+        .await
+    }
+
+    async fn serve(
+        address: std::net::IpAddr,
+        latency: Duration,
+        behaviour: Arc<Behaviour<E>>,
+    ) -> Self {
         let shared = Shared {
             calls: Arc::default(),
             malformed: Arc::default(),
-            behaviour: Arc::new(behaviour),
+            behaviour,
+            latency,
         };
         let app = Router::new()
             .route("/", post(handle::<E>))
@@ -131,10 +157,14 @@ async fn handle<E: DeserializeOwned + Clone>(
             event: event.clone(),
             bytes: body.len(),
             headers,
+            arrived: std::time::Instant::now(),
         });
         calls.len() - 1
     };
     let (status, answer) = (shared.behaviour)(index, &event);
+    if !shared.latency.is_zero() {
+        tokio::time::sleep(shared.latency).await;
+    }
     (
         StatusCode::from_u16(status).expect("a valid status"),
         answer,

@@ -26,6 +26,8 @@ struct State {
     presences: BTreeMap<String, Presence>,
     /// Checkpoints written, over all shards.
     checkpoint_writes: usize,
+    /// Checkpoint writes still to fail, as with an API server that cannot be reached.
+    failing_checkpoints: usize,
     windows: BTreeMap<String, StoredWindow>,
 }
 
@@ -61,6 +63,11 @@ impl MemoryLeases {
     /// Checkpoints written so far, over all shards.
     pub fn checkpoint_writes(&self) -> usize {
         self.state().checkpoint_writes
+    }
+
+    /// The next `count` checkpoint writes fail, as while the API server cannot be reached.
+    pub fn fail_checkpoints(&self, count: usize) {
+        self.state().failing_checkpoints = count;
     }
 
     /// The lease of `shard_id` as stored now.
@@ -178,6 +185,16 @@ impl ShardLeaseStore for MemoryLeaseStore {
         checkpoint: &Checkpoint,
         now: Timestamp,
     ) -> Result<ShardLease, LeaseError> {
+        {
+            let mut state = self.leases.state();
+            if state.failing_checkpoints > 0 {
+                state.failing_checkpoints -= 1;
+                let unavailable =
+                    kube::core::Status::failure("the server is unavailable", "ServiceUnavailable")
+                        .with_code(503);
+                return Err(LeaseError::Kube(kube::Error::Api(unavailable.boxed())));
+            }
+        }
         let lease = self.write_held(shard_id, |lease| {
             lease.checkpoint = Some(checkpoint.clone());
             lease.renew_time = Some(now);

@@ -667,6 +667,23 @@ async fn checkpoints_of_a_running_shard_are_written_at_most_once_a_second() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_checkpoint_write_is_retried_on_a_quiet_shard() {
+    let stream = FakeStream::default();
+    stream.add_shard("shard-0", &[], true, FakeStream::records(0, 10, 2));
+    let leases = Arc::new(MemoryLeases::default());
+    // The API server is away for the first writes; then the shard gets no more records.
+    leases.fail_checkpoints(3);
+    let target = FakeTarget::accepting();
+    let running = start(&stream, &leases, &target, None, settings(1));
+    until("10 records", || target.delivered().len() == 10).await;
+    until("the checkpoint at the last record", || {
+        checkpoint(&leases, "shard-0") == Some(Checkpoint::SequenceNumber("000009".into()))
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restart_resumes_after_the_checkpoint() {
     let stream = FakeStream::default();
     stream.add_shard("shard-0", &[], true, FakeStream::records(0, 30, 2));
