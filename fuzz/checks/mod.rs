@@ -13,9 +13,12 @@ pub mod mapping_spec;
 pub mod partial_batch_response;
 pub mod records;
 
+/// A target's check: panics when the input breaks a property.
+pub type Check = fn(&[u8]);
+
 /// Every target: its name (fuzz_targets/NAME.rs, fuzz/corpus/NAME/, fuzz/regressions/NAME/) and
 /// its check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("filter_pattern", filter::pattern),
     ("filter_record", filter::record),
     ("partial_batch_response", partial_batch_response::check),
