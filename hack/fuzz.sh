@@ -43,7 +43,7 @@ if (( ${#targets[@]} == 0 )); then
   mapfile -t targets < <("${fuzz[@]}" list)
 fi
 
-echo "==> building the fuzz targets (first time ~15 min on 2 cores)" >&2
+echo "==> building the fuzz targets (first time ~40 min on 2 busy cores)" >&2
 "${fuzz[@]}" build "${build_flags[@]}" >&2
 
 logs=$ESM_CACHE_DIR/fuzz-logs

@@ -406,7 +406,8 @@ pub fn dynamodb(data: &[u8]) {
         change.stream_view_type.as_deref(),
         None | Some("NEW_IMAGE" | "OLD_IMAGE" | "NEW_AND_OLD_IMAGES" | "KEYS_ONLY")
     );
-    if arrived && known_view {
+    // Lambda's type also requires SizeBytes, which DynamoDB Streams always sends.
+    if arrived && known_view && change.size_bytes.is_some() {
         serde_json::from_slice::<aws_lambda_events::event::dynamodb::Event>(&payload)
             .expect("the event parses as Lambda's DynamoDB event");
     }
