@@ -137,7 +137,7 @@ impl ShardedStream for DynamoDbStream {
 
 /// Converts an SDK record; a record missing what the Lambda event needs is an error that names
 /// the record and the field (the shard then waits rather than skipping it).
-fn stream_record(record: Record) -> Result<StreamRecord, StreamError> {
+pub fn stream_record(record: Record) -> Result<StreamRecord, StreamError> {
     let event_id = record.event_id.unwrap_or_default();
     let malformed = |what: &str| {
         StreamError::Other(format!(

@@ -166,7 +166,8 @@ impl ShardedStream for KinesisStream {
     }
 }
 
-fn stream_record(record: Record) -> StreamRecord {
+/// The engine's form of an SDK record (GetRecords).
+pub fn stream_record(record: Record) -> StreamRecord {
     StreamRecord {
         // Kinesis sends milliseconds as fractional epoch seconds; the SDK's float parse leaves
         // nanosecond noise (…21.983999967) that would put the time before the record's.

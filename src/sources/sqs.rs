@@ -142,45 +142,63 @@ impl SqsQueue {
     }
 
     fn record(&self, message: Message) -> Option<SqsRecord> {
-        let Message {
-            message_id,
-            receipt_handle,
-            md5_of_body,
-            body,
-            attributes,
-            md5_of_message_attributes,
-            message_attributes,
-            ..
-        } = message;
-        let (message_id, receipt_handle) = match (message_id, receipt_handle) {
-            (Some(id), Some(handle)) => (id, handle),
-            (id, _) => {
+        sqs_record(message, &self.arn, &self.region)
+            .inspect_err(|unnamed| {
                 // Without both it can be neither named nor deleted; SQS will hand it out again.
-                tracing::warn!(queue = %self.url, message_id = ?id, "SQS returned a message without id or receipt handle; skipped");
-                return None;
-            }
-        };
-        Some(SqsRecord {
-            message_id,
-            receipt_handle,
-            body: body.unwrap_or_default(),
-            attributes: attributes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value))
-                .collect(),
-            message_attributes: message_attributes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(name, value)| (name, message_attribute(value)))
-                .collect::<BTreeMap<_, _>>(),
-            md5_of_body: md5_of_body.unwrap_or_default(),
-            md5_of_message_attributes,
-            event_source: SQS_EVENT_SOURCE,
-            event_source_arn: self.arn.clone(),
-            aws_region: self.region.clone(),
-        })
+                tracing::warn!(queue = %self.url, message_id = ?unnamed.message_id, "SQS returned a message without id or receipt handle; skipped");
+            })
+            .ok()
     }
+}
+
+/// A message SQS returned without its id or its receipt handle.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("SQS message {message_id:?} has no id or no receipt handle")]
+pub struct UnnamedMessage {
+    pub message_id: Option<String>,
+}
+
+/// The Lambda-shaped record of a received message (ReceiveMessage), for a queue of ARN
+/// `event_source_arn` in `aws_region`.
+pub fn sqs_record(
+    message: Message,
+    event_source_arn: &Arc<str>,
+    aws_region: &Arc<str>,
+) -> Result<SqsRecord, UnnamedMessage> {
+    let Message {
+        message_id,
+        receipt_handle,
+        md5_of_body,
+        body,
+        attributes,
+        md5_of_message_attributes,
+        message_attributes,
+        ..
+    } = message;
+    let (message_id, receipt_handle) = match (message_id, receipt_handle) {
+        (Some(id), Some(handle)) => (id, handle),
+        (message_id, _) => return Err(UnnamedMessage { message_id }),
+    };
+    Ok(SqsRecord {
+        message_id,
+        receipt_handle,
+        body: body.unwrap_or_default(),
+        attributes: attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value))
+            .collect(),
+        message_attributes: message_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, message_attribute(value)))
+            .collect::<BTreeMap<_, _>>(),
+        md5_of_body: md5_of_body.unwrap_or_default(),
+        md5_of_message_attributes,
+        event_source: SQS_EVENT_SOURCE,
+        event_source_arn: event_source_arn.clone(),
+        aws_region: aws_region.clone(),
+    })
 }
 
 fn message_attribute(value: MessageAttributeValue) -> SqsMessageAttribute {
