@@ -5,7 +5,9 @@
 pub mod control_plane;
 pub mod controller;
 pub mod emulators;
+pub mod reaper;
 pub mod records;
 pub mod streams;
 pub mod target;
+pub mod toxiproxy;
 pub mod wait;
