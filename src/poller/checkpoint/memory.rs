@@ -1,11 +1,12 @@
 //! Shard leases in memory, with the Kubernetes store's rules (versions, holders, expiry), for
 //! unit tests of balancing and of the stream engine, and for the engine benchmark.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use tokio::sync::watch;
 
 use super::{
     Checkpoint, LeaseError, LeaseSnapshot, Presence, ShardLease, ShardLeaseStore, StaleLease,
@@ -17,6 +18,9 @@ use crate::sources::sharded::Shard;
 #[derive(Default)]
 pub struct MemoryLeases {
     state: Mutex<State>,
+    /// Replicas whose calls never return while they are here, as if the API server accepted
+    /// their connections and never answered.
+    cut_off: watch::Sender<BTreeSet<String>>,
 }
 
 #[derive(Default)]
@@ -58,6 +62,17 @@ impl MemoryLeases {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Cuts replica `holder` off (its calls hang until it is let back) or lets it back.
+    pub fn set_cut_off(&self, holder: &str, cut_off: bool) {
+        self.cut_off.send_modify(|replicas| {
+            if cut_off {
+                replicas.insert(holder.into());
+            } else {
+                replicas.remove(holder);
+            }
+        });
+    }
+
     /// Checkpoints written so far, over all shards.
     pub fn checkpoint_writes(&self) -> usize {
         self.state().checkpoint_writes
@@ -75,6 +90,15 @@ impl MemoryLeases {
 }
 
 impl MemoryLeaseStore {
+    /// Returns once this replica is not cut off.
+    async fn reachable(&self) {
+        let mut cut_off = self.leases.cut_off.subscribe();
+        // The sender lives as long as the leases this store holds on to.
+        let _ = cut_off
+            .wait_for(|replicas| !replicas.contains(&self.holder))
+            .await;
+    }
+
     /// Changes a lease this replica holds.
     fn write_held(
         &self,
@@ -103,6 +127,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn list(&self) -> Result<LeaseSnapshot, LeaseError> {
+        self.reachable().await;
         let state = self.leases.state();
         Ok(LeaseSnapshot {
             shards: state.shards.values().cloned().collect(),
@@ -111,6 +136,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn heartbeat(&self, now: Timestamp) -> Result<(), LeaseError> {
+        self.reachable().await;
         let mut state = self.leases.state();
         let version = state.next_version();
         state.presences.insert(
@@ -131,6 +157,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
         observed: Option<&ShardLease>,
         now: Timestamp,
     ) -> Result<ShardLease, LeaseError> {
+        self.reachable().await;
         let mut state = self.leases.state();
         let version = state.next_version();
         let current = state.shards.get(&shard.shard_id);
@@ -169,6 +196,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn renew(&self, shard_id: &str, now: Timestamp) -> Result<ShardLease, LeaseError> {
+        self.reachable().await;
         self.write_held(shard_id, |lease| lease.renew_time = Some(now))
     }
 
@@ -178,6 +206,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
         checkpoint: &Checkpoint,
         now: Timestamp,
     ) -> Result<ShardLease, LeaseError> {
+        self.reachable().await;
         let lease = self.write_held(shard_id, |lease| {
             lease.checkpoint = Some(checkpoint.clone());
             lease.renew_time = Some(now);
@@ -187,11 +216,13 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn release(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.reachable().await;
         self.write_held(shard_id, |lease| lease.holder = None)
             .map(|_| ())
     }
 
     async fn remove(&self, stale: &StaleLease) -> Result<(), LeaseError> {
+        self.reachable().await;
         let mut state = self.leases.state();
         match stale {
             StaleLease::Shard(lease) => {
@@ -211,10 +242,12 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn load_window(&self, shard_id: &str) -> Result<Option<StoredWindow>, LeaseError> {
+        self.reachable().await;
         Ok(self.leases.state().windows.get(shard_id).cloned())
     }
 
     async fn save_window(&self, shard_id: &str, window: &StoredWindow) -> Result<(), LeaseError> {
+        self.reachable().await;
         let mut state = self.leases.state();
         if !state
             .shards
@@ -231,6 +264,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn remove_window(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.reachable().await;
         self.leases.state().windows.remove(shard_id);
         Ok(())
     }
