@@ -58,34 +58,49 @@ struct Ledger {
     put: usize,
     tally: Tally,
     recovered: String,
+    /// Whether order per key is promised (not by a standard queue).
+    ordered: bool,
 }
 
 impl Ledger {
     fn new(fault: &str, delivered: &[String], put: &[(String, String)], recovered: String) -> Self {
-        let ledger = Ledger {
+        Ledger {
             fault: fault.into(),
             put: put.len(),
             tally: tally(delivered, put),
             recovered,
+            ordered: true,
+        }
+    }
+
+    fn unordered(self) -> Self {
+        Ledger {
+            ordered: false,
+            ..self
+        }
+    }
+
+    /// Prints the ledger line; checks nothing lost, every key in order, at most
+    /// `max_duplicates` delivered again.
+    fn check(&self, max_duplicates: usize) {
+        let order = if self.ordered {
+            self.tally.order_violations.to_string()
+        } else {
+            "n/a (standard queue)".into()
         };
         eprintln!(
             "LEDGER | {} | put {} | delivered {} | lost {} | duplicates {} | order violations {} | {}",
-            ledger.fault,
-            ledger.put,
-            ledger.tally.delivered,
-            ledger.tally.lost,
-            ledger.tally.duplicates,
-            ledger.tally.order_violations,
-            ledger.recovered,
+            self.fault,
+            self.put,
+            self.tally.delivered,
+            self.tally.lost,
+            self.tally.duplicates,
+            order,
+            self.recovered,
         );
-        ledger
-    }
-
-    /// Nothing lost, every key in order, at most `max_duplicates` delivered again.
-    fn check(&self, max_duplicates: usize) {
         assert_eq!(self.tally.lost, 0, "{}: records lost", self.fault);
-        assert_eq!(
-            self.tally.order_violations, 0,
+        assert!(
+            !self.ordered || self.tally.order_violations == 0,
             "{}: keys out of order",
             self.fault
         );
@@ -241,7 +256,20 @@ fn assert_duplicates_are_resent_batches(calls: &[Vec<String>]) {
     }
 }
 
-#[tokio::test]
+/// The Kinesis and target scenarios side by side: they mostly wait, and libtest runs only as
+/// many tests at once as there are cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_and_target_faults() {
+    tokio::join!(
+        kinesis_latency_and_jitter(),
+        kinesis_connections_cut_and_reset_mid_response(),
+        kinesis_blackhole_longer_than_the_call_timeout(),
+        kinesis_bandwidth_limit(),
+        target_answers_later_than_the_call_timeout(),
+        target_connections_reset_mid_response(),
+    );
+}
+
 async fn kinesis_latency_and_jitter() {
     let rig = stream_rig("nf-latency", Through::Kinesis).await;
     let latency = Toxic::Latency {
@@ -258,7 +286,6 @@ async fn kinesis_latency_and_jitter() {
     ledger.check(source_fault_bound());
 }
 
-#[tokio::test]
 async fn kinesis_connections_cut_and_reset_mid_response() {
     let rig = stream_rig("nf-reset", Through::Kinesis).await;
     let (ledger, _) = rig
@@ -278,7 +305,6 @@ async fn kinesis_connections_cut_and_reset_mid_response() {
     ledger.check(source_fault_bound());
 }
 
-#[tokio::test]
 async fn kinesis_blackhole_longer_than_the_call_timeout() {
     let rig = stream_rig("nf-blackhole", Through::Kinesis).await;
     let blackhole = Toxic::Timeout {
@@ -298,7 +324,6 @@ async fn kinesis_blackhole_longer_than_the_call_timeout() {
     ledger.check(source_fault_bound());
 }
 
-#[tokio::test]
 async fn kinesis_bandwidth_limit() {
     let mut rig = stream_rig("nf-bandwidth", Through::Kinesis).await;
     let started = Instant::now();
@@ -319,7 +344,6 @@ async fn kinesis_bandwidth_limit() {
     ledger.check(source_fault_bound());
 }
 
-#[tokio::test]
 async fn target_answers_later_than_the_call_timeout() {
     let rig = stream_rig("nf-target-slow", Through::Target).await;
     let late = Toxic::Latency {
@@ -328,8 +352,8 @@ async fn target_answers_later_than_the_call_timeout() {
     };
     let (ledger, calls) = rig
         .through_fault(
-            "target: half the connections answer 1.5 s late (timeout 1 s)",
-            &[(late, Direction::Downstream, 0.5)],
+            "target: answers 1.5 s late (timeout 1 s)",
+            &[(late, Direction::Downstream, 1.0)],
             FAULT,
         )
         .await;
@@ -337,16 +361,15 @@ async fn target_answers_later_than_the_call_timeout() {
     ledger.check(ledger.tally.delivered);
 }
 
-#[tokio::test]
 async fn target_connections_reset_mid_response() {
     let rig = stream_rig("nf-target-reset", Through::Target).await;
     let (ledger, calls) = rig
         .through_fault(
-            "target: half the connections reset before the answer",
+            "target: connections reset before the answer",
             &[(
                 Toxic::ResetPeer { after: millis(0) },
                 Direction::Downstream,
-                0.5,
+                1.0,
             )],
             FAULT,
         )
@@ -406,7 +429,7 @@ async fn dynamodb_streams_connections_reset() {
         .add(
             Toxic::ResetPeer { after: millis(0) },
             Direction::Downstream,
-            0.5,
+            1.0,
         )
         .await;
     put(&records[30..]).await;
@@ -436,7 +459,7 @@ async fn dynamodb_streams_connections_reset() {
     })
     .await;
     let ledger = Ledger::new(
-        "DynamoDB Streams: half the connections reset before the answer",
+        "DynamoDB Streams: connections reset before the answer",
         &changes(&target),
         &records,
         recovered_in(ended),
@@ -517,10 +540,10 @@ async fn sqs_connections_reset_then_blackholed() {
         .add(
             Toxic::ResetPeer { after: millis(0) },
             Direction::Downstream,
-            0.5,
+            1.0,
         )
         .await;
-    send(&bodies[100..]).await;
+    send(&bodies[100..150]).await;
     tokio::time::sleep(FAULT).await;
     proxy.remove(&reset).await;
     let blackhole = proxy
@@ -532,6 +555,7 @@ async fn sqs_connections_reset_then_blackholed() {
             1.0,
         )
         .await;
+    send(&bodies[150..]).await;
     tokio::time::sleep(FAULT).await;
     proxy.remove(&blackhole).await;
     let ended = Instant::now();
@@ -573,7 +597,7 @@ async fn sqs_connections_reset_then_blackholed() {
     let delivered = bodies_delivered(&target);
     let ledger = Ledger::new(
         &format!(
-            "SQS: half the connections reset for {} s, then a blackhole for {} s (receive timeout {} s)",
+            "SQS: connections reset for {} s, then a blackhole for {} s (receive timeout {} s)",
             FAULT.as_secs(),
             FAULT.as_secs(),
             (esm_operator::sources::sqs::MAX_WAIT + CALL_TIMEOUT).as_secs()
@@ -581,15 +605,11 @@ async fn sqs_connections_reset_then_blackholed() {
         &delivered,
         &bodies,
         recovered_in(ended),
-    );
-    // A standard queue keeps no order; a message comes back when its receive or delete was
-    // cut: at least once, each at most a few times.
-    assert_eq!(ledger.tally.lost, 0, "messages lost");
-    assert!(
-        ledger.tally.duplicates <= bodies.len(),
-        "{}",
-        ledger.tally.duplicates
-    );
+    )
+    .unordered();
+    // A message comes back when its receive or delete was cut: at least once, and no message
+    // more than twice on average.
+    ledger.check(bodies.len());
     poller.stop().await;
 }
 
@@ -669,7 +689,7 @@ async fn a_replica_cut_off_from_the_apiserver_stops_and_another_takes_over() {
     let invoked = |poller: &Poller| poller.counter("esm_poller_records_invoked_total") as usize;
     let invoked_at_cut = invoked(&cut_off);
     let other = fixture.start("orders", "replica-b");
-    for _ in 0..10 {
+    for _ in 0..6 {
         let more = keyed_records(20, KEYS, put.len() / KEYS);
         last.extend(stream.put(&more).await);
         put.extend(more);
@@ -694,7 +714,10 @@ async fn a_replica_cut_off_from_the_apiserver_stops_and_another_takes_over() {
         invoked_at_takeover,
         "the cut-off replica called the target for shards it no longer held"
     );
-    assert_eq!(cut_off.gauge("esm_poller_owned_shards"), 0);
+    wait::until("replica-a owning no shard", WAIT, || async {
+        (cut_off.gauge("esm_poller_owned_shards") == 0).then_some(())
+    })
+    .await;
 
     // The connection comes back: A rejoins and takes its share from B, which hands it over.
     proxy.remove(&blackhole).await;

@@ -194,9 +194,10 @@ where
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
         loop {
+            // Ended shards first: a round must not count (in owned_shards) or keep what stopped.
             tokio::select! {
+                biased;
                 _ = stop.wait_for(|s| *s) => break,
-                _ = ticker.tick() => {}
                 Some(joined) = tasks.join_next_with_id() => {
                     // A task aborted (lease lost) may have been replaced by a new one for the
                     // same shard: only forget the task that ended.
@@ -223,6 +224,7 @@ where
                         }
                     }
                 }
+                _ = ticker.tick() => {}
             }
             // A round that outlasts the lease renews nothing that still counts (every shard it
             // would renew stopped at its LeaseHold meanwhile); an API server that accepted the

@@ -40,12 +40,28 @@ impl ControlPlane {
         let plane = Self::shared();
         CRD_INSTALLED.get_or_init(|| {
             plane.kubectl_ok(&["apply", "--server-side", "-f", &crd_path()]);
-            plane.kubectl_ok(&[
-                "wait",
-                "--for=condition=Established",
-                "crd/eventsourcemappings.esm.dev",
-                "--timeout=60s",
-            ]);
+            // kubectl wait fails (instead of waiting) on a CRD whose status is not written yet.
+            for attempt in 1.. {
+                let waited = plane
+                    .kubectl()
+                    .args([
+                        "wait",
+                        "--for=condition=Established",
+                        "crd/eventsourcemappings.esm.dev",
+                        "--timeout=60s",
+                    ])
+                    .output()
+                    .expect("run kubectl");
+                if waited.status.success() {
+                    break;
+                }
+                assert!(
+                    attempt < 10,
+                    "kubectl wait for the CRD failed: {}",
+                    String::from_utf8_lossy(&waited.stderr)
+                );
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
         });
         plane
     }
