@@ -262,7 +262,6 @@ fn assert_duplicates_are_resent_batches(calls: &[Vec<String>]) {
 async fn kinesis_and_target_faults() {
     tokio::join!(
         kinesis_latency_and_jitter(),
-        kinesis_connections_cut_and_reset_mid_response(),
         kinesis_blackhole_longer_than_the_call_timeout(),
         kinesis_bandwidth_limit(),
         target_answers_later_than_the_call_timeout(),
@@ -280,25 +279,6 @@ async fn kinesis_latency_and_jitter() {
         .through_fault(
             "Kinesis: latency 300 ms ± 200 ms on every answer",
             &[(latency, Direction::Downstream, 1.0)],
-            FAULT,
-        )
-        .await;
-    ledger.check(source_fault_bound());
-}
-
-async fn kinesis_connections_cut_and_reset_mid_response() {
-    let rig = stream_rig("nf-reset", Through::Kinesis).await;
-    let (ledger, _) = rig
-        .through_fault(
-            "Kinesis: every connection cut after 4 KB, 30% reset",
-            &[
-                (Toxic::LimitData { bytes: 4096 }, Direction::Downstream, 1.0),
-                (
-                    Toxic::ResetPeer { after: millis(20) },
-                    Direction::Downstream,
-                    0.3,
-                ),
-            ],
             FAULT,
         )
         .await;
