@@ -11,6 +11,7 @@
 #
 # The real node needs root and cgroups: elsewhere tests/pods.rs is skipped and says so.
 # First run on a fresh machine: ~8 min for the control-plane binaries, ~6 min for promtool,
+# ~1 min for toxiproxy,
 # ~10 min for the node binaries (kubelet, kube-proxy, kube-scheduler, CoreDNS, crictl), ~1 min
 # for the emulators, ~5 min to compile, ~5 min for the release build of the images. Later runs
 # reuse all of it.
@@ -39,6 +40,11 @@ step "promtool, for the alert rules and metrics checks (first time ~6 min)"
 PROMTOOL=$(hack/install-promtool.sh | tail -1)
 [[ -x $PROMTOOL ]] || { echo "hack/test.sh: promtool install failed" >&2; exit 1; }
 export PROMTOOL
+
+step "toxiproxy, the fault-injecting proxy of tests/network_faults.rs (first time ~1 min)"
+ESM_TOXIPROXY=$(hack/install-toxiproxy.sh | tail -1)
+[[ -x $ESM_TOXIPROXY ]] || { echo "hack/test.sh: toxiproxy install failed" >&2; exit 1; }
+export ESM_TOXIPROXY
 
 # The e2e tests run when they are selected (no arguments, or arguments naming pods) and the
 # machine can run a node.

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use support::control_plane::ControlPlane;
 use support::controller::RunningController;
 use support::emulators::{Emulators, shared, unique_name};
-use support::ledger::Ledger;
+use support::ledger::{Ledger, seconds};
 use support::records::{assert_complete_and_ordered, keyed_records};
 use support::streams::{
     Fixture, LEASE_DURATION, Poller, TestStream, WAIT, create_stream, delivered, fixture,
@@ -245,7 +245,7 @@ async fn kinesis_pollers_ride_out_a_kube_apiserver_and_etcd_restart() {
         &records,
         &got,
         true,
-        recovered_in,
+        seconds(recovered_in),
     )
     .print();
     assert_complete_and_ordered(&got, &records);
@@ -425,7 +425,7 @@ async fn elasticmq_restarted_with_sqs_messages_in_flight_loses_none() {
         &records,
         &got,
         false,
-        recovered_in,
+        seconds(recovered_in),
     );
     ledger.print();
     eprintln!("deletes that failed while ElasticMQ was down: {delete_failures}");
@@ -762,7 +762,7 @@ async fn the_next_controller_resumes_a_scale_up_its_killed_predecessor_began() {
         &records,
         &got,
         false,
-        recovered_in,
+        seconds(recovered_in),
     );
     ledger.print();
     assert_eq!(ledger.lost, 0, "messages lost");

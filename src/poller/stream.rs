@@ -13,6 +13,9 @@
 //!
 //! Stopping a shard (handed over, or the poller stops) finishes the call in flight, writes the
 //! checkpoint and releases the lease; losing a lease stops the shard at once, without writing.
+//! So does reaching the end of the lease's duration since the last write that renewed it
+//! ([`LeaseHold`]): from then on another replica may hold the shard, and this one cannot tell
+//! (the API server may be unreachable), so it stops without waiting to be told.
 //!
 //! With tumbling windows ([`super::window`]) a shard has one lane of its own kind
 //! (`windowed`): it carries the target's state from call to call, closes each window with a
@@ -161,6 +164,8 @@ enum ShardExit {
     Stopped,
     /// Another replica holds the lease now.
     Lost,
+    /// No write renewed the lease within its duration: another replica may hold it now.
+    Expired,
     /// The stream no longer has the shard.
     Gone,
 }
@@ -168,6 +173,7 @@ enum ShardExit {
 struct RunningShard {
     drain: watch::Sender<bool>,
     abort: AbortHandle,
+    hold: LeaseHold,
 }
 
 impl<S, L, T, D> StreamPoller<S, L, T, D>
@@ -186,12 +192,12 @@ where
         let mut tasks: JoinSet<(String, ShardExit)> = JoinSet::new();
         let mut ticker = tokio::time::interval(engine.settings.lease_duration / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_renewal = Instant::now();
         let mut failures = 0u32;
         loop {
+            // Ended shards first: a round must not count (in owned_shards) or keep what stopped.
             tokio::select! {
+                biased;
                 _ = stop.wait_for(|s| *s) => break,
-                _ = ticker.tick() => {}
                 Some(joined) = tasks.join_next_with_id() => {
                     // A task aborted (lease lost) may have been replaced by a new one for the
                     // same shard: only forget the task that ended.
@@ -200,6 +206,7 @@ where
                         Err(error) => error.id(),
                     };
                     running.retain(|_, shard| shard.abort.id() != id);
+                    engine.metrics.owned_shards.set(running.len() as i64);
                     match joined {
                         Ok((_, (shard_id, exit))) => {
                             tracing::info!(shard = %shard_id, ?exit, "shard stopped");
@@ -217,24 +224,29 @@ where
                         }
                     }
                 }
+                _ = ticker.tick() => {}
             }
-            match engine.balance_round(&mut running, &mut tasks).await {
-                Ok(()) => {
-                    last_renewal = Instant::now();
-                    failures = 0;
-                }
+            // A round that outlasts the lease renews nothing that still counts (every shard it
+            // would renew stopped at its LeaseHold meanwhile); an API server that accepted the
+            // connection and never answers must not stall the rounds for good.
+            let round = tokio::time::timeout(
+                engine.settings.lease_duration,
+                engine.balance_round(&mut running, &mut tasks),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "balancing shard leases took longer than the lease duration ({:?}); abandoned",
+                    engine.settings.lease_duration
+                ))
+            });
+            match round {
+                Ok(()) => failures = 0,
                 Err(error) => {
                     failures += 1;
                     engine.metrics.source_errors.inc();
                     engine.results.problem(error.clone());
                     tracing::warn!(%error, "cannot balance shard leases");
-                    if last_renewal.elapsed() >= engine.settings.lease_duration {
-                        // Our leases may have expired and been taken: stop reading at once.
-                        for (shard_id, shard) in running.drain() {
-                            tracing::warn!(shard = %shard_id, "no lease renewal within the lease duration; shard stopped");
-                            shard.abort.abort();
-                        }
-                    }
                     let delay = retry_delay(failures, SOURCE_BACKOFF, SOURCE_BACKOFF_MAX);
                     tokio::select! {
                         _ = stop.wait_for(|s| *s) => break,
@@ -264,6 +276,9 @@ where
                 self.identity.stream_arn
             )
         })?;
+        // Before the renewTime is read: the LeaseHolds end no later than others see the leases
+        // expire.
+        let renewal_started = Instant::now();
         let assignment = balance(&self.leases, &shards, Timestamp::now())
             .await
             .map_err(|error| error.to_string())?;
@@ -293,22 +308,28 @@ where
             }
         }
         for lease in assignment.held {
-            if running.contains_key(&lease.shard_id) || lease.is_finished() {
+            if let Some(shard) = running.get(&lease.shard_id) {
+                shard.hold.renewed(renewal_started, &lease);
+                continue;
+            }
+            if lease.is_finished() {
                 continue;
             }
             let (drain, drained) = watch::channel(false);
             let shard_id = lease.shard_id.clone();
-            let abort = tasks.spawn(self.clone().run_shard(lease, drained));
-            running.insert(shard_id, RunningShard { drain, abort });
+            let hold = LeaseHold::new(renewal_started, &lease);
+            let abort = tasks.spawn(self.clone().run_shard(lease, drained, hold.clone()));
+            running.insert(shard_id, RunningShard { drain, abort, hold });
         }
         Ok(())
     }
 
-    /// Reads one shard until it ends, is stopped or lost.
+    /// Reads one shard until it ends, is stopped or lost, or its `hold` ends.
     async fn run_shard(
         self: Arc<Self>,
         lease: ShardLease,
         drain: watch::Receiver<bool>,
+        hold: LeaseHold,
     ) -> (String, ShardExit) {
         let shard_id = lease.shard_id.clone();
         tracing::info!(shard = %shard_id, checkpoint = ?lease.checkpoint, "shard started");
@@ -324,31 +345,50 @@ where
             caught_up: watch::channel(None).0,
             lost: watch::channel(false).0,
             drain,
+            hold,
         });
-        let mut lease = lease;
+        // Everything the shard does, its last writes included, ends with its hold.
+        let exit = tokio::select! {
+            exit = self.clone().load_and_process(lease, &shard) => exit,
+            _ = shard.hold.expired() => ShardExit::Expired,
+        };
+        let exit = tokio::select! {
+            exit = self.close_shard(&shard, exit) => exit,
+            _ = shard.hold.expired() => ShardExit::Expired,
+        };
+        if exit == ShardExit::Expired {
+            tracing::warn!(shard = %shard_id, "no lease renewal within the lease duration; shard stopped");
+        }
+        (shard_id, exit)
+    }
+
+    /// Loads the shard's window state (with tumbling windows), then reads and processes it.
+    async fn load_and_process(
+        self: Arc<Self>,
+        mut lease: ShardLease,
+        shard: &Arc<ShardRun>,
+    ) -> ShardExit {
         let stored = match self.settings.tumbling {
             None => None,
-            Some(_) => match self.load_window(&shard).await {
+            Some(_) => match self.load_window(shard).await {
                 Ok(stored) => stored,
-                Err(exit) => return (shard_id, self.close_shard(&shard, exit).await),
+                Err(exit) => return exit,
             },
         };
         // The window state is valid up to its own checkpoint: resume there.
         if let Some(checkpoint) = stored.as_ref().and_then(|s| s.checkpoint.clone()) {
             lease.checkpoint = Some(Checkpoint::SequenceNumber(checkpoint));
         }
-        let exit = self.clone().read_and_process(&lease, &shard, stored).await;
-        let exit = self.close_shard(&shard, exit).await;
-        (shard_id, exit)
+        self.read_and_process(&lease, shard, stored).await
     }
 
     /// After a shard's reader and lanes stopped: writes the last checkpoint, then marks a shard
     /// read to its end `SHARD_END` (the next round hands it over and starts its children) or
-    /// releases the lease. A lost lease is left alone.
+    /// releases the lease. A lost or expired lease is left alone.
     async fn close_shard(&self, shard: &ShardRun, exit: ShardExit) -> ShardExit {
         let shard_id = &*shard.origin.shard_id;
-        if exit == ShardExit::Lost {
-            return ShardExit::Lost;
+        if matches!(exit, ShardExit::Lost | ShardExit::Expired) {
+            return exit;
         }
         match self.write_checkpoint(shard).await {
             Ok(()) => {}
@@ -398,9 +438,12 @@ where
             return Ok(());
         };
         let checkpoint = Checkpoint::SequenceNumber(sequence);
-        self.leases
+        let renewal_started = Instant::now();
+        let written = self
+            .leases
             .checkpoint(&shard.origin.shard_id, &checkpoint, Timestamp::now())
             .await?;
+        shard.hold.renewed(renewal_started, &written);
         if let Checkpoint::SequenceNumber(sequence) = &checkpoint {
             shard.watermark().written(sequence);
         }
@@ -760,6 +803,45 @@ struct ShardRun {
     /// Set when a write found another replica holding the shard: it stops at once.
     lost: watch::Sender<bool>,
     drain: watch::Receiver<bool>,
+    hold: LeaseHold,
+}
+
+/// Until when this replica may act on a shard: the lease's duration (as written) after the
+/// start of the last write that renewed it, a balancing round or a checkpoint. The renewTime
+/// of that write is read from the clock after this start, so another replica (whose clock
+/// agrees) cannot see the lease expire before the hold ends; once it ends, the shard stops
+/// without waiting for the API server to say whether the lease was taken: it may be
+/// unreachable, or answer too late.
+#[derive(Clone)]
+struct LeaseHold(Arc<Mutex<Instant>>);
+
+impl LeaseHold {
+    fn new(renewal_started: Instant, lease: &ShardLease) -> Self {
+        Self(Arc::new(Mutex::new(renewal_started + lease.duration)))
+    }
+
+    fn until(&self) -> std::sync::MutexGuard<'_, Instant> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A write that started at `renewal_started` renewed `lease`.
+    fn renewed(&self, renewal_started: Instant, lease: &ShardLease) {
+        let mut until = self.until();
+        *until = (*until).max(renewal_started + lease.duration);
+    }
+
+    /// Returns once the hold has ended (renewals only move it later).
+    async fn expired(&self) {
+        loop {
+            let until = *self.until();
+            if until <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    }
 }
 
 impl ShardRun {

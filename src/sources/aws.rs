@@ -1,5 +1,8 @@
 //! The AWS SDK configuration of a mapping's connection (region, endpoint override, credentials),
 //! shared by every source.
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use k8s_openapi::api::core::v1::Secret;
@@ -10,6 +13,23 @@ use crate::api::{AwsConnection, CredentialsSecretRef};
 pub const DEFAULT_ACCESS_KEY_ID_KEY: &str = "AWS_ACCESS_KEY_ID";
 pub const DEFAULT_SECRET_ACCESS_KEY_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 pub const DEFAULT_SESSION_TOKEN_KEY: &str = "AWS_SESSION_TOKEN";
+
+/// Longest one attempt of a call may take beyond what it asks the service to wait for (SQS's
+/// long polling). The SDK sets no read timeout of its own: a connection that goes silent (a
+/// network blackhole, a hung endpoint) would hold a poller's call, and the shard or queue
+/// behind it, for good, also after the network came back. A timed-out attempt is retried on a
+/// fresh connection.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The SDK's own connect timeout (behavior version 2023-11-09 and later), kept.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// Timeouts of calls that ask the service to wait up to `wait`.
+pub fn call_timeouts(wait: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(wait + CALL_TIMEOUT)
+        .build()
+}
 
 /// Why a connection's credentials could not be read; names the Secret, the key and the field.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +83,11 @@ pub async fn sdk_config(
 }
 
 /// The SDK configuration loader for `connection`'s region and endpoint, with the default AWS
-/// credential chain.
+/// credential chain. Its call timeouts allow SQS's longest receive wait; the stream sources
+/// shorten them (their calls never wait).
 pub fn loader(connection: &AwsConnection) -> aws_config::ConfigLoader {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(call_timeouts(crate::sources::sqs::MAX_WAIT));
     if let Some(region) = &connection.region {
         loader = loader.region(Region::new(region.clone()));
     }

@@ -7,6 +7,7 @@ use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, Shar
 use aws_types::SdkConfig;
 use serde_json::{Map, Value};
 
+use super::aws::call_timeouts;
 use super::sharded::{
     DynamoDbEventName, DynamoDbRecord, DynamoDbUserIdentity, RecordPage, RecordPayload, Shard,
     ShardPosition, ShardedStream, StreamError, StreamRecord, classify, timestamp,
@@ -27,7 +28,11 @@ pub struct DynamoDbStream {
 impl DynamoDbStream {
     pub fn new(sdk: &SdkConfig, stream_arn: impl Into<String>) -> Self {
         DynamoDbStream {
-            client: Client::new(sdk),
+            client: Client::from_conf(
+                aws_sdk_dynamodbstreams::config::Builder::from(sdk)
+                    .timeout_config(call_timeouts(std::time::Duration::ZERO))
+                    .build(),
+            ),
             stream_arn: stream_arn.into(),
         }
     }

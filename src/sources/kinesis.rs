@@ -1,11 +1,14 @@
 //! Kinesis Data Streams as a [`ShardedStream`] (aws-sdk-kinesis).
 
+use std::time::Duration;
+
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{EncryptionType, Record, ShardIteratorType};
 use aws_smithy_types::DateTime;
 use aws_types::SdkConfig;
 use k8s_openapi::jiff::Unit;
 
+use super::aws::call_timeouts;
 use super::sharded::{
     KinesisEncryption, KinesisRecord, RecordPage, RecordPayload, Shard, ShardPosition,
     ShardedStream, StreamError, StreamRecord, classify, timestamp,
@@ -59,7 +62,11 @@ macro_rules! for_stream {
 impl KinesisStream {
     pub fn new(sdk: &SdkConfig, stream: KinesisStreamId) -> Self {
         KinesisStream {
-            client: Client::new(sdk),
+            client: Client::from_conf(
+                aws_sdk_kinesis::config::Builder::from(sdk)
+                    .timeout_config(call_timeouts(Duration::ZERO))
+                    .build(),
+            ),
             stream,
         }
     }
@@ -191,6 +198,29 @@ pub fn stream_record(record: Record) -> StreamRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn call_attempts_time_out_sqs_receives_after_their_wait_stream_calls_sooner() {
+        let connection = crate::api::AwsConnection {
+            region: Some("us-east-1".into()),
+            endpoint_url: Some("http://127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let sdk = super::super::aws::loader(&connection).load().await;
+        let timeouts = sdk.timeout_config().expect("timeouts");
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(crate::sources::sqs::MAX_WAIT + super::super::aws::CALL_TIMEOUT),
+            "SQS receives may wait 20 s"
+        );
+        let stream = KinesisStream::new(&sdk, KinesisStreamId::Name("orders".into()));
+        let timeouts = stream.client.config().timeout_config().expect("timeouts");
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(super::super::aws::CALL_TIMEOUT)
+        );
+        assert!(timeouts.connect_timeout().is_some());
+    }
 
     #[test]
     fn stream_id_comes_from_exactly_one_of_arn_and_name() {

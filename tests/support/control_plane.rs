@@ -57,12 +57,28 @@ impl ControlPlane {
 
     fn install_crd(&self) {
         self.kubectl_ok(&["apply", "--server-side", "-f", &crd_path()]);
-        self.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/eventsourcemappings.esm.dev",
-            "--timeout=60s",
-        ]);
+        // kubectl wait fails (instead of waiting) on a CRD whose status is not written yet.
+        for attempt in 1.. {
+            let waited = self
+                .kubectl()
+                .args([
+                    "wait",
+                    "--for=condition=Established",
+                    "crd/eventsourcemappings.esm.dev",
+                    "--timeout=60s",
+                ])
+                .output()
+                .expect("run kubectl");
+            if waited.status.success() {
+                break;
+            }
+            assert!(
+                attempt < 10,
+                "kubectl wait for the CRD failed: {}",
+                String::from_utf8_lossy(&waited.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
     }
 
     /// Stops kube-apiserver and etcd, keeping their data: every request fails until

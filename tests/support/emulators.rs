@@ -1,6 +1,6 @@
 //! AWS emulators for integration tests, started with `hack/emulators.sh` in a private state
-//! directory. The guard stops them on drop (also when the test panics); a reaper process stops
-//! them if the test process dies without unwinding (killed, aborted).
+//! directory. The guard stops them on drop (also when the test panics); a reaper process
+//! ([`super::reaper`]) stops them if the test process dies without unwinding (killed, aborted).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -276,25 +276,10 @@ fn parse_exports(stdout: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A detached shell (own session, so a signal to the test's process group spares it) that
-/// waits for this process to end and then stops the emulators of `state`.
+/// Stops the emulators of `state` once this process has ended.
 fn spawn_reaper(state: &Path) {
-    let watcher = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; [ -d \"$1\" ] && exec \"$0\" stop --state \"$1\"",
-        pid = std::process::id()
+    super::reaper::after_exit(
+        "[ -d \"$1\" ] && exec \"$0\" stop --state \"$1\"",
+        &[script().as_os_str(), state.as_os_str()],
     );
-    // --fork: setsid returns at once, the reaper lives on in its own session.
-    let status = Command::new("setsid")
-        .arg("--fork")
-        .arg("sh")
-        .arg("-c")
-        .arg(watcher)
-        .arg(script())
-        .arg(state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("setsid starts the reaper");
-    assert!(status.success(), "setsid failed: {status}");
 }

@@ -84,3 +84,33 @@ pub fn assert_complete_and_ordered(delivered: &[String], expected: &[(String, St
         assert_eq!(deduped, sorted, "key {key} out of order: {numbers:?}");
     }
 }
+
+/// What a target received against what was put: records lost (never delivered), deliveries
+/// beyond the first of a record, and records whose first delivery came after a later record of
+/// their key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub delivered: usize,
+    pub lost: usize,
+    pub duplicates: usize,
+    pub order_violations: usize,
+}
+
+pub fn tally(delivered: &[String], expected: &[(String, String)]) -> Tally {
+    let first_arrivals = first_deliveries(delivered);
+    let distinct: BTreeSet<&str> = first_arrivals.iter().map(String::as_str).collect();
+    let lost = expected
+        .iter()
+        .filter(|(_, data)| !distinct.contains(data.as_str()))
+        .count();
+    let order_violations = per_key(&first_arrivals)
+        .values()
+        .map(|numbers| numbers.windows(2).filter(|pair| pair[1] < pair[0]).count())
+        .sum();
+    Tally {
+        delivered: delivered.len(),
+        lost,
+        duplicates: delivered.len() - first_arrivals.len(),
+        order_violations,
+    }
+}

@@ -85,9 +85,15 @@ impl Fixture {
 
     /// Runs the pollers of mapping `name` in this process as replica `holder`.
     pub fn start(&self, name: &str, holder: &str) -> Poller {
+        self.start_with(self.client.clone(), name, holder)
+    }
+
+    /// [`Fixture::start`] with its own `client` (e.g. one reaching the API server through a
+    /// proxy).
+    pub fn start_with(&self, client: Client, name: &str, holder: &str) -> Poller {
         let registry = Registry::new();
         let context = PollerContext {
-            client: self.client.clone(),
+            client,
             metrics: PollerMetrics::new(&registry).unwrap(),
             holder: holder.into(),
             lease_duration: LEASE_DURATION,

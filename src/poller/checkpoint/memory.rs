@@ -1,11 +1,12 @@
 //! Shard leases in memory, with the Kubernetes store's rules (versions, holders, expiry), for
 //! unit tests of balancing and of the stream engine, and for the engine benchmark.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use tokio::sync::watch;
 
 use super::{
     Checkpoint, LeaseError, LeaseSnapshot, Presence, ShardLease, ShardLeaseStore, StaleLease,
@@ -17,6 +18,9 @@ use crate::sources::sharded::Shard;
 #[derive(Default)]
 pub struct MemoryLeases {
     state: Mutex<State>,
+    /// Replicas whose calls never return while they are here, as if the API server accepted
+    /// their connections and never answered.
+    cut_off: watch::Sender<BTreeSet<String>>,
 }
 
 #[derive(Default)]
@@ -60,6 +64,17 @@ impl MemoryLeases {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Cuts replica `holder` off (its calls hang until it is let back) or lets it back.
+    pub fn set_cut_off(&self, holder: &str, cut_off: bool) {
+        self.cut_off.send_modify(|replicas| {
+            if cut_off {
+                replicas.insert(holder.into());
+            } else {
+                replicas.remove(holder);
+            }
+        });
+    }
+
     /// Checkpoints written so far, over all shards.
     pub fn checkpoint_writes(&self) -> usize {
         self.state().checkpoint_writes
@@ -82,6 +97,15 @@ impl MemoryLeases {
 }
 
 impl MemoryLeaseStore {
+    /// Returns once this replica is not cut off.
+    async fn reachable(&self) {
+        let mut cut_off = self.leases.cut_off.subscribe();
+        // The sender lives as long as the leases this store holds on to.
+        let _ = cut_off
+            .wait_for(|replicas| !replicas.contains(&self.holder))
+            .await;
+    }
+
     /// Changes a lease this replica holds.
     fn write_held(
         &self,
@@ -110,6 +134,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn list(&self) -> Result<LeaseSnapshot, LeaseError> {
+        self.reachable().await;
         let state = self.leases.state();
         Ok(LeaseSnapshot {
             shards: state.shards.values().cloned().collect(),
@@ -118,6 +143,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn heartbeat(&self, now: Timestamp) -> Result<(), LeaseError> {
+        self.reachable().await;
         let mut state = self.leases.state();
         let version = state.next_version();
         state.presences.insert(
@@ -138,6 +164,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
         observed: Option<&ShardLease>,
         now: Timestamp,
     ) -> Result<ShardLease, LeaseError> {
+        self.reachable().await;
         let mut state = self.leases.state();
         let version = state.next_version();
         let current = state.shards.get(&shard.shard_id);
@@ -176,6 +203,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn renew(&self, shard_id: &str, now: Timestamp) -> Result<ShardLease, LeaseError> {
+        self.reachable().await;
         self.write_held(shard_id, |lease| lease.renew_time = Some(now))
     }
 
@@ -185,6 +213,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
         checkpoint: &Checkpoint,
         now: Timestamp,
     ) -> Result<ShardLease, LeaseError> {
+        self.reachable().await;
         {
             let mut state = self.leases.state();
             if state.failing_checkpoints > 0 {
@@ -204,11 +233,13 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn release(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.reachable().await;
         self.write_held(shard_id, |lease| lease.holder = None)
             .map(|_| ())
     }
 
     async fn remove(&self, stale: &StaleLease) -> Result<(), LeaseError> {
+        self.reachable().await;
         let mut state = self.leases.state();
         match stale {
             StaleLease::Shard(lease) => {
@@ -228,10 +259,12 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn load_window(&self, shard_id: &str) -> Result<Option<StoredWindow>, LeaseError> {
+        self.reachable().await;
         Ok(self.leases.state().windows.get(shard_id).cloned())
     }
 
     async fn save_window(&self, shard_id: &str, window: &StoredWindow) -> Result<(), LeaseError> {
+        self.reachable().await;
         let mut state = self.leases.state();
         if !state
             .shards
@@ -248,6 +281,7 @@ impl ShardLeaseStore for MemoryLeaseStore {
     }
 
     async fn remove_window(&self, shard_id: &str) -> Result<(), LeaseError> {
+        self.reachable().await;
         self.leases.state().windows.remove(shard_id);
         Ok(())
     }

@@ -290,10 +290,22 @@ fn start<T: Invoke + Clone>(
     destination: Option<&FakeDestination>,
     settings: StreamSettings,
 ) -> Running {
+    start_replica("replica-1", stream, leases, target, destination, settings)
+}
+
+/// [`start`] as replica `holder`.
+fn start_replica<T: Invoke + Clone>(
+    holder: &str,
+    stream: &FakeStream,
+    leases: &Arc<MemoryLeases>,
+    target: &T,
+    destination: Option<&FakeDestination>,
+    settings: StreamSettings,
+) -> Running {
     let metrics = MappingMetrics::detached();
     let poller: StreamPoller<FakeStream, MemoryLeaseStore, T, FakeDestination> = StreamPoller {
         stream: stream.clone(),
-        leases: leases.store("replica-1", settings.lease_duration),
+        leases: leases.store(holder, settings.lease_duration),
         target: target.clone(),
         destination: destination.cloned(),
         filters: FilterSet::default(),
@@ -749,6 +761,69 @@ async fn a_lost_lease_stops_the_shard_without_checkpointing() {
         Some(Checkpoint::SequenceNumber("000019".into())),
         "the checkpoint is the new holder's to move"
     );
+    running.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_cut_off_from_its_leases_stops_within_the_lease_duration() {
+    let stream = FakeStream::default();
+    stream.add_shard("shard-0", &[], true, FakeStream::records(0, 20, 2));
+    // Ten more records of key `key`, sequence numbers from `first`.
+    let more = |first: usize, key: &str| {
+        let records = (1..=10).map(|n| record(first + n - 1, key, &format!("{key}/{n}")));
+        stream.0.lock().unwrap().shards[0].1.extend(records);
+    };
+    let leases = Arc::new(MemoryLeases::default());
+    let target = FakeTarget::accepting();
+    let lease_duration = settings(1).lease_duration;
+    let running = start(&stream, &leases, &target, None, settings(1));
+    let checkpointed = Some(Checkpoint::SequenceNumber("000019".into()));
+    until("the checkpoint", || {
+        checkpoint(&leases, "shard-0") == checkpointed
+    })
+    .await;
+    // Its lease calls never return from now on (an API server that accepted the connections
+    // and went silent); the stream still answers it, and it goes on delivering until its hold
+    // ends.
+    leases.set_cut_off("replica-1", true);
+    let cut_at = Instant::now();
+    more(20, "k2");
+    // Its last renewal began before the cut: one lease duration after the cut the shard has
+    // stopped, although no call told it so, and it reads and calls nothing more.
+    tokio::time::sleep_until(cut_at + lease_duration).await;
+    let calls = target.calls().len();
+    more(30, "k3");
+    tokio::time::sleep(lease_duration * 2).await;
+    assert_eq!(target.calls().len(), calls, "the cut-off replica stopped");
+    assert!(
+        !target
+            .delivered()
+            .iter()
+            .any(|data| data.starts_with("k3/"))
+    );
+    assert_eq!(running.metrics.owned_shards.get(), 0);
+    assert_eq!(checkpoint(&leases, "shard-0"), checkpointed);
+    // Another replica takes the expired lease. Let back in, the cut-off one finds the shard
+    // held, stays idle, and writes nothing it had pending.
+    let other = leases.store("replica-2", lease_duration);
+    let shard = Shard {
+        shard_id: "shard-0".into(),
+        parent_shard_ids: Vec::new(),
+        open: true,
+    };
+    let observed = leases.lease("shard-0").unwrap();
+    let later = Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+    other
+        .try_acquire(&shard, Some(&observed), later)
+        .await
+        .unwrap();
+    leases.set_cut_off("replica-1", false);
+    tokio::time::sleep(lease_duration).await;
+    assert_eq!(running.metrics.owned_shards.get(), 0);
+    let lease = leases.lease("shard-0").unwrap();
+    assert!(lease.is_held_by("replica-2"));
+    assert_eq!(lease.checkpoint, checkpointed);
+    assert_eq!(target.calls().len(), calls);
     running.stop().await;
 }
 
