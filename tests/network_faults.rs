@@ -19,7 +19,6 @@ use aws_lambda_events::event::dynamodb::Event as DynamoDbEvent;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use esm_operator::sources::aws::CALL_TIMEOUT;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 use support::control_plane::ControlPlane;
 use support::emulators::{dynamodb_table, shared, unique_name};
@@ -538,37 +537,18 @@ async fn sqs_connections_reset_then_blackholed() {
 
 /// A client of the test control plane that reaches the kube-apiserver through `proxy` (TLS
 /// passes through: the serving certificate is for 127.0.0.1, whatever the port).
-async fn client_through(proxy: &Proxy) -> kube::Client {
-    let kubeconfig =
-        Kubeconfig::read_from(&ControlPlane::shared().kubeconfig).expect("read kubeconfig");
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig is valid");
-    config.cluster_url = format!("https://{}", proxy.address())
-        .parse()
-        .expect("a URL");
-    kube::Client::try_from(config).expect("client")
-}
-
-fn apiserver_address() -> SocketAddr {
-    let kubeconfig =
-        Kubeconfig::read_from(&ControlPlane::shared().kubeconfig).expect("read kubeconfig");
-    let server = kubeconfig.clusters[0]
-        .cluster
-        .as_ref()
-        .and_then(|cluster| cluster.server.clone())
-        .expect("a server URL");
-    socket(&server)
-}
-
 #[tokio::test]
 async fn a_replica_cut_off_from_the_apiserver_stops_and_another_takes_over() {
     let fixture = fixture("nf-apiserver").await;
     let stream = create_stream(SHARDS).await;
     let target = EventTarget::<KinesisEvent>::accepting().await;
     let toxiproxy = Toxiproxy::start().await;
-    let proxy = toxiproxy.proxy("kube-apiserver", apiserver_address()).await;
+    let proxy = toxiproxy
+        .proxy(
+            "kube-apiserver",
+            ControlPlane::shared().api_server_address(),
+        )
+        .await;
     fixture
         .mapping(
             "orders",
@@ -580,7 +560,11 @@ async fn a_replica_cut_off_from_the_apiserver_stops_and_another_takes_over() {
             }),
         )
         .await;
-    let cut_off = fixture.start_with(client_through(&proxy).await, "orders", "replica-a");
+    let cut_off = fixture.start_with(
+        ControlPlane::shared().client_through(&proxy).await,
+        "orders",
+        "replica-a",
+    );
     let mut put = keyed_records(100, KEYS, 0);
     let mut last = stream.put(&put).await;
     fixture.wait_for_checkpoints("orders", &last).await;

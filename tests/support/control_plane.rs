@@ -161,6 +161,34 @@ impl ControlPlane {
         Client::try_from(config).expect("client")
     }
 
+    /// A client of this control plane that connects to `proxy` (a TCP proxy in front of the
+    /// API server: TLS passes through, and the serving certificate names 127.0.0.1).
+    pub async fn client_through(&self, proxy: &super::toxiproxy::Proxy) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is valid");
+        config.cluster_url = format!("https://{}", proxy.address())
+            .parse()
+            .expect("a URL");
+        Client::try_from(config).expect("client")
+    }
+
+    /// The API server's `127.0.0.1:PORT`.
+    pub fn api_server_address(&self) -> std::net::SocketAddr {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let server = kubeconfig.clusters[0]
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.server.clone())
+            .expect("a server URL");
+        let authority = server.split("://").nth(1).unwrap_or(&server);
+        authority
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|err| panic!("{server} has no IP:PORT: {err}"))
+    }
+
     /// `kubectl` with this control plane's kubeconfig.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(self.assets.join("kubectl"));
