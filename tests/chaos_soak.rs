@@ -14,7 +14,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,10 +26,10 @@ use support::control_plane::ControlPlane;
 use support::emulators::Emulators;
 use support::ledger::{self, Ledger};
 
-use support::records::keyed_records;
-use support::streams::{TestStream, create_stream, fixture_on, kinesis_data};
+use support::streams::{StreamProducer, TestStream, create_stream, fixture_on, kinesis_data};
 use support::target::{EventTarget, batch_item_failures};
-use support::toxiproxy::{Direction, Proxy, Toxic, Toxiproxy};
+use support::toxiproxy::{Direction, Proxy, Toxic, Toxiproxy, socket_of};
+use tokio::sync::watch;
 
 const DEFAULT_SECONDS: u64 = 1800;
 /// The target's call timeout: a blackhole on the target's path outlasts it.
@@ -245,22 +245,20 @@ async fn chaos_soak() {
     let elasticmq = Emulators::start_persistent(&["elasticmq"]);
     let stream = create_stream(4).await;
 
-    let upstream = |url: &str| -> std::net::SocketAddr {
-        let authority = url.split("://").nth(1).unwrap().split('/').next().unwrap();
-        authority.parse().expect("a loopback address and port")
-    };
-    let kinesis_proxy = toxiproxy.proxy("kinesis", upstream(&stream.endpoint)).await;
+    let kinesis_proxy = toxiproxy
+        .proxy("kinesis", socket_of(&stream.endpoint))
+        .await;
     let sqs_proxy = toxiproxy
-        .proxy("elasticmq", upstream(elasticmq.endpoint("elasticmq")))
+        .proxy("elasticmq", socket_of(elasticmq.endpoint("elasticmq")))
         .await;
     let mode = Arc::new(AtomicU8::new(TargetMode::Accept as u8));
     let kinesis_target = SoakTarget::<KinesisEvent>::start(mode.clone(), kinesis_records).await;
     let sqs_target = SoakTarget::<SqsEvent>::start(mode.clone(), sqs_records).await;
     let kinesis_target_proxy = toxiproxy
-        .proxy("kinesis-target", upstream(&kinesis_target.target.url))
+        .proxy("kinesis-target", socket_of(&kinesis_target.target.url))
         .await;
     let sqs_target_proxy = toxiproxy
-        .proxy("sqs-target", upstream(&sqs_target.target.url))
+        .proxy("sqs-target", socket_of(&sqs_target.target.url))
         .await;
     let api_proxy = toxiproxy
         .proxy("kube-apiserver", plane.api_server_address())
@@ -328,18 +326,13 @@ async fn chaos_soak() {
     let sqs_replica = fixture.start_with(through_proxy.clone(), "payments", "replica-sqs");
 
     // Producers, straight to the emulators (the faults are on the pollers' side).
-    let producing = Arc::new(AtomicUsize::new(1));
-    let kinesis_put: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let kinesis_producer = tokio::spawn(produce_kinesis(
-        stream_admin(&stream),
-        producing.clone(),
-        kinesis_put.clone(),
-    ));
+    let kinesis_producer = StreamProducer::start(&stream, KEYS, Duration::from_millis(500));
+    let (stop_sqs, sqs_stopped) = watch::channel(false);
     let sqs_put: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let sqs_producer = tokio::spawn(produce_sqs(
         sqs.clone(),
         queue_url.clone(),
-        producing.clone(),
+        sqs_stopped,
         sqs_put.clone(),
     ));
 
@@ -433,11 +426,15 @@ async fn chaos_soak() {
     println!("SOAK faults={injected_count} reshards={reshards} {injected:?}");
 
     // Every fault lifted; the producers stop; everything put must be accepted.
-    producing.store(0, Ordering::SeqCst);
-    kinesis_producer.await.unwrap();
+    let _ = stop_sqs.send(true);
+    let kinesis_put: Vec<(String, String)> = kinesis_producer
+        .stop()
+        .await
+        .into_iter()
+        .map(|put| (put.key, put.data))
+        .collect();
     sqs_producer.await.unwrap();
     let faults_ended = Instant::now();
-    let kinesis_put = kinesis_put.lock().unwrap().clone();
     let sqs_put = sqs_put.lock().unwrap().clone();
     let missing = |put: &[(String, String)], accepted: Vec<String>| {
         let accepted: std::collections::HashSet<String> = accepted.into_iter().collect();
@@ -537,36 +534,16 @@ async fn chaos_soak() {
     }
 }
 
-fn stream_admin(stream: &TestStream) -> (aws_sdk_kinesis::Client, String) {
-    (stream.admin.clone(), stream.name.clone())
-}
-
-/// Puts one record per key per round, about 40 records a second, until `producing` is 0.
-async fn produce_kinesis(
-    (admin, name): (aws_sdk_kinesis::Client, String),
-    producing: Arc<AtomicUsize>,
-    put: Arc<Mutex<Vec<(String, String)>>>,
-) {
-    let mut round = 0;
-    while producing.load(Ordering::SeqCst) == 1 {
-        let records = keyed_records(KEYS, KEYS, round);
-        support::streams::put_kinesis(&admin, &name, &records).await;
-        put.lock().unwrap().extend(records);
-        round += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Sends one message per group per round, about 10 a second, until `producing` is 0. A batch
-/// that fails (ElasticMQ restarting) is sent again with the same deduplication ids.
+/// Sends one message per group per round, about 10 a second, until `stopped`. A batch that
+/// fails (ElasticMQ restarting) is sent again with the same deduplication ids.
 async fn produce_sqs(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
-    producing: Arc<AtomicUsize>,
+    stopped: watch::Receiver<bool>,
     put: Arc<Mutex<Vec<(String, String)>>>,
 ) {
     let mut round = 0;
-    while producing.load(Ordering::SeqCst) == 1 {
+    while !*stopped.borrow() {
         let messages: Vec<(String, String)> = (0..GROUPS)
             .map(|group| (format!("g{group}"), format!("g{group}/{round}")))
             .collect();

@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -31,8 +30,8 @@ use support::emulators::{Emulators, shared, unique_name};
 use support::ledger::{Ledger, seconds};
 use support::records::{assert_complete_and_ordered, keyed_records};
 use support::streams::{
-    Fixture, LEASE_DURATION, Poller, TestStream, WAIT, create_stream, delivered, fixture,
-    fixture_on, put_kinesis,
+    Fixture, LEASE_DURATION, Poller, Put, StreamProducer, WAIT, at_or_past, create_stream,
+    delivered, fixture, fixture_on, last_sequences,
 };
 use support::target::{EventTarget, TestTarget};
 use support::wait;
@@ -45,83 +44,6 @@ const KEYS: usize = 20;
 const ROUND: Duration = Duration::from_millis(250);
 
 // ------------------------------------------------------- kube-apiserver + etcd restart ---
-
-/// A record put on the stream, with where it went.
-struct Put {
-    key: String,
-    data: String,
-    shard: String,
-    sequence: String,
-}
-
-/// Puts a round of records (one per key) on a stream every [`ROUND`] until stopped.
-struct StreamProducer {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-    put: Arc<Mutex<Vec<Put>>>,
-}
-
-impl StreamProducer {
-    fn start(stream: &TestStream) -> Self {
-        let (stop, mut stopped) = watch::channel(false);
-        let put: Arc<Mutex<Vec<Put>>> = Arc::default();
-        let (admin, name, log) = (stream.admin.clone(), stream.name.clone(), put.clone());
-        let task = tokio::spawn(async move {
-            for round in 0.. {
-                let records = keyed_records(KEYS, KEYS, round);
-                let written = put_kinesis(&admin, &name, &records).await;
-                log.lock()
-                    .unwrap()
-                    .extend(written.into_iter().zip(&records).map(
-                        |((shard, sequence, _), (key, data))| Put {
-                            key: key.clone(),
-                            data: data.clone(),
-                            shard,
-                            sequence,
-                        },
-                    ));
-                tokio::select! {
-                    _ = stopped.wait_for(|s| *s) => break,
-                    _ = tokio::time::sleep(ROUND) => {}
-                }
-            }
-        });
-        Self { stop, task, put }
-    }
-
-    /// Shard id -> sequence number of the last record put so far.
-    fn last_sequences(&self) -> BTreeMap<String, String> {
-        last_sequences(&self.put.lock().unwrap())
-    }
-
-    /// Stops putting; returns everything put.
-    async fn stop(self) -> Vec<Put> {
-        let _ = self.stop.send(true);
-        self.task.await.expect("the producer");
-        Arc::try_unwrap(self.put)
-            .ok()
-            .expect("the producer is done")
-            .into_inner()
-            .unwrap()
-    }
-}
-
-fn last_sequences(puts: &[Put]) -> BTreeMap<String, String> {
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
-    for put in puts {
-        let slot = last.entry(put.shard.clone()).or_default();
-        if at_or_past(&put.sequence, slot) {
-            slot.clone_from(&put.sequence);
-        }
-    }
-    last
-}
-
-/// Kinesis sequence numbers are decimal strings longer than any integer type: by length, then
-/// text.
-fn at_or_past(sequence: &str, other: &str) -> bool {
-    (sequence.len(), sequence) >= (other.len(), other)
-}
 
 /// Waits until every shard of `past` is checkpointed at or past its sequence number.
 async fn wait_until_checkpointed(fixture: &Fixture, name: &str, past: &BTreeMap<String, String>) {
@@ -177,7 +99,7 @@ async fn kinesis_pollers_ride_out_a_kube_apiserver_and_etcd_restart() {
             }),
         )
         .await;
-    let producer = StreamProducer::start(&stream);
+    let producer = StreamProducer::start(&stream, KEYS, ROUND);
     let pollers = [
         fixture.start("orders", "replica-a"),
         fixture.start("orders", "replica-b"),
@@ -443,9 +365,20 @@ async fn elasticmq_restarted_with_sqs_messages_in_flight_loses_none() {
         "received after the restart, yet delivered twice: {unexpected:?}"
     );
     // They came back only after their visibility timeout: ElasticMQ kept it across the
-    // restart. (Measured from their first call, which follows the receive closely.)
+    // restart.
+    assert_repeats_only_after_visibility_timeout(&calls, visibility_timeout);
+}
+
+/// Every repeat of a message came at least its visibility timeout after its first call (less
+/// 5 s for the time between the receive and the call): SQS handed it out again once it was due,
+/// nothing else (a restart) brought it back early. A call that outlives the timeout on a busy
+/// machine makes such a repeat: at least once allows it.
+fn assert_repeats_only_after_visibility_timeout(
+    calls: &[support::target::Call],
+    visibility_timeout: Duration,
+) {
     let mut first_call: HashMap<&str, Instant> = HashMap::new();
-    for call in &calls {
+    for call in calls {
         for record in &call.event.records {
             let body = record.body.as_deref().unwrap();
             match first_call.get(body) {
@@ -626,7 +559,8 @@ async fn the_next_controller_resumes_a_scale_up_its_killed_predecessor_began() {
     let elasticmq = shared("elasticmq");
     let sqs = aws_sdk_sqs::Client::new(&elasticmq.sdk_config("elasticmq"));
     // Far longer than any call: nothing comes back unless a poller dies with it.
-    let queue_url = create_queue(&sqs, Duration::from_secs(30)).await;
+    let visibility_timeout = Duration::from_secs(30);
+    let queue_url = create_queue(&sqs, visibility_timeout).await;
     // A backlog from the start, growing faster than even CAP batches of one message a second
     // take it: messages wait at every evaluation, so the ramp climbs all the way.
     let backlog = keyed_records(20, 10, 0);
@@ -766,7 +700,7 @@ async fn the_next_controller_resumes_a_scale_up_its_killed_predecessor_began() {
     );
     ledger.print();
     assert_eq!(ledger.lost, 0, "messages lost");
-    // No poller stopped with a batch and no call came near the visibility timeout: each message
-    // once.
-    assert_eq!(ledger.duplicates, 0, "messages delivered twice");
+    // No poller stopped with a batch: the restart brought nothing back early, a message comes
+    // again only after a call outlived its visibility timeout.
+    assert_repeats_only_after_visibility_timeout(&target.calls(), visibility_timeout);
 }

@@ -182,11 +182,7 @@ impl ControlPlane {
             .as_ref()
             .and_then(|cluster| cluster.server.clone())
             .expect("a server URL");
-        let authority = server.split("://").nth(1).unwrap_or(&server);
-        authority
-            .trim_end_matches('/')
-            .parse()
-            .unwrap_or_else(|err| panic!("{server} has no IP:PORT: {err}"))
+        super::toxiproxy::socket_of(&server)
     }
 
     /// `kubectl` with this control plane's kubeconfig.

@@ -1,7 +1,7 @@
 //! Stream mappings in tests: a namespace with credentials, mappings, pollers run in the test
 //! process (`run_mapping`), Kinesis streams on kinesis-mock, and what was delivered.
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -236,20 +236,14 @@ impl TestStream {
         records: &[(String, String)],
     ) -> (BTreeMap<String, String>, HashMap<String, String>) {
         let mut shard_of_key = HashMap::new();
-        // Sequence numbers are decimal strings longer than any integer type: compare by length,
-        // then text.
-        let mut last: BTreeMap<String, (usize, String)> = BTreeMap::new();
+        let mut last: BTreeMap<String, String> = BTreeMap::new();
         for (shard, sequence, key) in put_kinesis(&self.admin, &self.name, records).await {
             shard_of_key.insert(key.to_owned(), shard.clone());
-            let slot = last.entry(shard).or_insert((0, String::new()));
-            if (sequence.len(), &sequence) > (slot.0, &slot.1) {
-                *slot = (sequence.len(), sequence);
+            let slot = last.entry(shard).or_default();
+            if at_or_past(&sequence, slot) {
+                *slot = sequence;
             }
         }
-        let last = last
-            .into_iter()
-            .map(|(shard, (_, seq))| (shard, seq))
-            .collect();
         (last, shard_of_key)
     }
 
@@ -298,6 +292,85 @@ impl TestStream {
             .expect("MergeShards");
         kinesis_stream_active(&self.admin, &self.name).await;
     }
+}
+
+/// A record put on the stream, with where it went.
+pub struct Put {
+    pub key: String,
+    pub data: String,
+    pub shard: String,
+    pub sequence: String,
+}
+
+/// Puts a round of records (one per key, [`keyed_records`]) on a stream every `round` until
+/// stopped.
+pub struct StreamProducer {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    put: Arc<Mutex<Vec<Put>>>,
+}
+
+impl StreamProducer {
+    pub fn start(stream: &TestStream, keys: usize, round: Duration) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let put: Arc<Mutex<Vec<Put>>> = Arc::default();
+        let (admin, name, log) = (stream.admin.clone(), stream.name.clone(), put.clone());
+        let task = tokio::spawn(async move {
+            for number in 0.. {
+                let records = keyed_records(keys, keys, number);
+                let written = put_kinesis(&admin, &name, &records).await;
+                log.lock()
+                    .unwrap()
+                    .extend(written.into_iter().zip(&records).map(
+                        |((shard, sequence, _), (key, data))| Put {
+                            key: key.clone(),
+                            data: data.clone(),
+                            shard,
+                            sequence,
+                        },
+                    ));
+                tokio::select! {
+                    _ = stopped.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(round) => {}
+                }
+            }
+        });
+        Self { stop, task, put }
+    }
+
+    /// Shard id -> sequence number of the last record put so far.
+    pub fn last_sequences(&self) -> BTreeMap<String, String> {
+        last_sequences(&self.put.lock().unwrap())
+    }
+
+    /// Stops putting; returns everything put.
+    pub async fn stop(self) -> Vec<Put> {
+        let _ = self.stop.send(true);
+        self.task.await.expect("the producer");
+        Arc::try_unwrap(self.put)
+            .ok()
+            .expect("the producer is done")
+            .into_inner()
+            .unwrap()
+    }
+}
+
+/// Shard id -> sequence number of the last of `puts` on it.
+pub fn last_sequences(puts: &[Put]) -> BTreeMap<String, String> {
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for put in puts {
+        let slot = last.entry(put.shard.clone()).or_default();
+        if at_or_past(&put.sequence, slot) {
+            slot.clone_from(&put.sequence);
+        }
+    }
+    last
+}
+
+/// Kinesis sequence numbers are decimal strings longer than any integer type: by length, then
+/// text.
+pub fn at_or_past(sequence: &str, other: &str) -> bool {
+    (sequence.len(), sequence) >= (other.len(), other)
 }
 
 pub fn kinesis_data(event: &KinesisEvent) -> Vec<String> {

@@ -13,6 +13,15 @@ use serde_json::{Value, json};
 
 use super::control_plane::repo_root;
 
+/// `IP:PORT` of a URL (`http://127.0.0.1:4566/...`), for a proxy's upstream.
+pub fn socket_of(url: &str) -> SocketAddr {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .parse()
+        .unwrap_or_else(|err| panic!("{url} has no IP:PORT: {err}"))
+}
+
 /// A running `toxiproxy-server`; killed when dropped.
 pub struct Toxiproxy {
     server: Child,
