@@ -111,7 +111,9 @@ async fn read(
         }
         ObjectSource::S3 { bucket, key } => {
             let what = format!("s3://{bucket}/{key}");
-            let sdk = crate::sources::aws::loader(connection).load().await;
+            let sdk = crate::sources::aws::AwsBase::load()
+                .await
+                .connection(connection);
             let client = crate::destination::s3_client(&sdk, connection.endpoint_url.is_some());
             let failed = |reason: String| ReplayError::Read {
                 what: what.clone(),

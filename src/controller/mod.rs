@@ -35,6 +35,7 @@ use crate::metrics::ControllerMetrics;
 use crate::otlp::Exporter;
 use crate::poller::metrics::PollerMetrics;
 use crate::poller::{self, PollerContext};
+use crate::sources::aws::AwsBase;
 
 /// How often the series and in-process pollers of deleted mappings are removed.
 const DELETED_SWEEP: Duration = Duration::from_secs(5);
@@ -187,6 +188,7 @@ pub async fn run(
         ),
     };
     wait_for_crd(&mappings).await;
+    let aws = AwsBase::load().await;
     let pollers = match config.pollers {
         PollerPlacement::Deployments(poller) => Pollers::Deployments(poller),
         PollerPlacement::InProcess(spans) => {
@@ -203,12 +205,14 @@ pub async fn run(
                 holder: poller::default_holder(),
                 lease_duration: poller::DEFAULT_LEASE_DURATION,
                 spans,
+                aws: aws.clone(),
             }))
         }
     };
     readiness.set(true);
     let signals = Box::new(SourceSignals {
         client: client.clone(),
+        aws,
     });
     // Children carry the mapping label; watching only those keeps the cache small.
     let children = watcher::Config::default().labels(&format!(

@@ -17,7 +17,7 @@ use super::scaling::Signals;
 use crate::api::{AwsConnection, EventSourceMapping, SourceKind};
 use crate::poller::checkpoint::{KubeShardLeases, ShardLeaseStore, eligible_shards};
 use crate::poller::report::read_activity;
-use crate::sources::aws::sdk_config;
+use crate::sources::aws::{AwsBase, sdk_config};
 use crate::sources::dynamodb_streams::DynamoDbStream;
 use crate::sources::kinesis::{KinesisStream, KinesisStreamId};
 use crate::sources::sharded::ShardedStream;
@@ -57,6 +57,7 @@ fn concise(error: &str) -> String {
 /// Signals from AWS (with the mapping's connection) and from the Kubernetes API.
 pub struct SourceSignals {
     pub client: Client,
+    pub aws: AwsBase,
 }
 
 impl SignalReader for SourceSignals {
@@ -139,7 +140,7 @@ impl SourceSignals {
         connection: &AwsConnection,
         field: &str,
     ) -> Result<SdkConfig, String> {
-        let config = sdk_config(&self.client, namespace, connection, field)
+        let config = sdk_config(&self.aws, &self.client, namespace, connection, field)
             .await
             .map_err(|e| e.to_string())?;
         Ok(config

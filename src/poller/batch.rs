@@ -207,11 +207,12 @@ impl<T: Measured> Batcher<T> {
     }
 }
 
-/// Receives until the open batch (started with the records carried over) is ready. `receive(max, wait)` asks the source for up to
-/// `max` records, waiting up to `wait` for the first (a long poll). With an empty batch the
-/// wait is `long_poll`; once a batch is open, the time left in its window (rounded up to whole
-/// seconds, as SQS counts WaitTimeSeconds), so a batch is sent with the first receive that
-/// returns after its window. An error leaves the records gathered so far in the batcher.
+/// Receives until the open batch (started with the records carried over) is ready.
+/// `receive(max, wait, idle)` asks the source for up to `max` records, waiting up to `wait` for
+/// the first (a long poll). With an empty batch (`idle`: nothing gathered) the wait is
+/// `long_poll`; once a batch is open, the time left in its window (rounded up to whole seconds,
+/// as SQS counts WaitTimeSeconds), so a batch is sent with the first receive that returns after
+/// its window. An error leaves the records gathered so far in the batcher.
 pub async fn fill<T, E, F, Fut>(
     batcher: &mut Batcher<T>,
     long_poll: Duration,
@@ -219,7 +220,7 @@ pub async fn fill<T, E, F, Fut>(
 ) -> Result<(), E>
 where
     T: Measured,
-    F: FnMut(usize, Duration) -> Fut,
+    F: FnMut(usize, Duration, bool) -> Fut,
     Fut: Future<Output = Result<Vec<T>, E>>,
 {
     batcher.open_next(Instant::now());
@@ -228,11 +229,11 @@ where
         if batcher.is_ready(now) {
             return Ok(());
         }
-        let wait = match batcher.deadline() {
-            None => long_poll,
-            Some(deadline) => ceil_seconds(deadline - now).min(long_poll),
+        let (wait, idle) = match batcher.deadline() {
+            None => (long_poll, true),
+            Some(deadline) => (ceil_seconds(deadline - now).min(long_poll), false),
         };
-        let records = receive(batcher.room(), wait).await?;
+        let records = receive(batcher.room(), wait, idle).await?;
         let now = Instant::now();
         for record in records {
             batcher.push(record, now);
@@ -342,7 +343,7 @@ mod tests {
         let waits = RefCell::new(Vec::new());
         let next_id = RefCell::new(0);
         // A source that has 3 records per second.
-        fill(&mut batcher, Duration::from_secs(20), |max, wait| {
+        fill(&mut batcher, Duration::from_secs(20), |max, wait, _| {
             waits.borrow_mut().push((max, wait));
             let next_id = &next_id;
             async move {
@@ -368,7 +369,7 @@ mod tests {
     async fn zero_window_sends_what_the_first_receive_brings() {
         let mut batcher = Batcher::new(BatchLimits::new(10, Duration::ZERO));
         let calls = RefCell::new(0);
-        fill(&mut batcher, Duration::from_secs(20), |_, _| {
+        fill(&mut batcher, Duration::from_secs(20), |_, _, _| {
             *calls.borrow_mut() += 1;
             let first = *calls.borrow() == 1;
             async move {
@@ -390,10 +391,14 @@ mod tests {
     async fn batch_size_ends_the_window_early() {
         let mut batcher = Batcher::new(BatchLimits::new(25, Duration::from_secs(300)));
         let start = Instant::now();
-        fill(&mut batcher, Duration::from_secs(20), |max, _| async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Ok::<_, ()>((0..max.min(10) as u32).map(rec).collect())
-        })
+        fill(
+            &mut batcher,
+            Duration::from_secs(20),
+            |max, _, _| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, ()>((0..max.min(10) as u32).map(rec).collect())
+            },
+        )
         .await
         .unwrap();
         assert_eq!(Instant::now() - start, Duration::from_millis(300));
@@ -404,7 +409,7 @@ mod tests {
     async fn receive_errors_keep_gathered_records() {
         let mut batcher = Batcher::new(BatchLimits::new(10, Duration::from_secs(5)));
         let calls = RefCell::new(0);
-        let result = fill(&mut batcher, Duration::from_secs(20), |_, _| {
+        let result = fill(&mut batcher, Duration::from_secs(20), |_, _, _| {
             *calls.borrow_mut() += 1;
             let call = *calls.borrow();
             async move {

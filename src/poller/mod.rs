@@ -42,7 +42,7 @@ use crate::destination::{
 use crate::filter::{FilterError, FilterSet};
 use crate::meta::spec_hash;
 use crate::otlp::Exporter;
-use crate::sources::aws::{CredentialsError, sdk_config};
+use crate::sources::aws::{AwsBase, CredentialsError, sdk_config};
 use crate::sources::dynamodb_streams::DynamoDbStream;
 use crate::sources::kinesis::{KinesisStream, KinesisStreamId};
 use crate::sources::sharded::{ShardedStream, StreamError};
@@ -93,6 +93,8 @@ pub struct PollerContext {
     pub lease_duration: Duration,
     /// Where a span per target call goes (`--otlp-endpoint`), if anywhere.
     pub spans: Exporter,
+    /// What every AWS client of the process shares.
+    pub aws: AwsBase,
 }
 
 /// Shard lease duration unless configured (`--lease-duration-seconds`).
@@ -277,7 +279,8 @@ async fn setup(
     )?;
     let target = HttpTarget::new(&spec.target, namespace)?;
     if let Some(sqs) = &spec.source.sqs {
-        let config = sdk_config(client, namespace, &sqs.aws, "spec.source.sqs").await?;
+        let config =
+            sdk_config(&context.aws, client, namespace, &sqs.aws, "spec.source.sqs").await?;
         let (queue, attributes) = SqsQueue::connect(&config, &sqs.queue_url).await?;
         report_visibility_timeout(client, mapping, attributes.visibility_timeout).await;
         let spans = context.spans.mapping(
@@ -306,7 +309,7 @@ async fn setup(
         ) {
             (Some(sqs), ..) => {
                 let field = "spec.destinationConfig.onFailure.sqs";
-                let config = sdk_config(client, namespace, &sqs.aws, field).await?;
+                let config = sdk_config(&context.aws, client, namespace, &sqs.aws, field).await?;
                 Some(Destination::Sqs(SqsDestination::new(
                     &config,
                     &sqs.queue_url,
@@ -314,7 +317,7 @@ async fn setup(
             }
             (None, Some(sns), ..) => {
                 let field = "spec.destinationConfig.onFailure.sns";
-                let config = sdk_config(client, namespace, &sns.aws, field).await?;
+                let config = sdk_config(&context.aws, client, namespace, &sns.aws, field).await?;
                 Some(Destination::Sns(SnsDestination::new(
                     &config,
                     &sns.topic_arn,
@@ -322,7 +325,7 @@ async fn setup(
             }
             (None, None, Some(s3), _) => {
                 let field = "spec.destinationConfig.onFailure.s3";
-                let config = sdk_config(client, namespace, &s3.aws, field).await?;
+                let config = sdk_config(&context.aws, client, namespace, &s3.aws, field).await?;
                 Some(Destination::S3(S3Destination::new(&config, s3)))
             }
             (None, None, None, Some(http)) => Some(Destination::http(http, namespace)?),
@@ -352,7 +355,7 @@ async fn setup(
     };
     if let Some(kinesis) = &spec.source.kinesis {
         let field = "spec.source.kinesis";
-        let config = sdk_config(client, namespace, &kinesis.aws, field).await?;
+        let config = sdk_config(&context.aws, client, namespace, &kinesis.aws, field).await?;
         let id = KinesisStreamId::of(kinesis).map_err(SetupError::KinesisSource)?;
         let stream = KinesisStream::new(&config, id);
         return Ok(Engine::Kinesis(parts.build(stream, field).await?));
@@ -361,7 +364,7 @@ async fn setup(
         return Err(SetupError::NoSource);
     };
     let field = "spec.source.dynamodbStreams";
-    let config = sdk_config(client, namespace, &dynamodb.aws, field).await?;
+    let config = sdk_config(&context.aws, client, namespace, &dynamodb.aws, field).await?;
     let stream = DynamoDbStream::new(&config, &dynamodb.stream_arn);
     Ok(Engine::DynamoDb(parts.build(stream, field).await?))
 }
@@ -572,6 +575,7 @@ pub async fn run(
         holder,
         lease_duration,
         spans,
+        aws: AwsBase::load().await,
     };
     run_mapping(context, namespace, name, handle, shutdown).await;
     admin.await??;

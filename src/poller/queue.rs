@@ -6,7 +6,7 @@
 //! succeeded. Messages that failed are left alone: SQS makes them visible again after the
 //! visibility timeout, and its redrive policy moves them to a dead-letter queue. FIFO: when a
 //! message fails, it and every later message of its group in the batch stay in the queue, so
-//! the group's order holds.
+//! the group's order holds. While the queue is empty only one loop long-polls ([`quiet`]).
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +28,9 @@ use crate::otlp::{Call, CallSpans};
 use crate::sources::sqs::{MAX_MESSAGES_PER_CALL, MAX_WAIT, Queue, Receipt, SqsError};
 use crate::target::{Invoke, Outcome, classify};
 use crate::trace::TraceContext;
+use quiet::QuietQueue;
+
+mod quiet;
 
 /// Attempts of a DeleteMessageBatch entry before it is counted as a delete failure.
 const DELETE_ATTEMPTS: u32 = 4;
@@ -183,6 +186,7 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
         mut loops: watch::Receiver<usize>,
     ) {
         let poller = Arc::new(self);
+        let quiet = Arc::new(QuietQueue::default());
         let mut tasks = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut resizable = true;
@@ -191,9 +195,12 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
                 let target = (*loops.borrow_and_update()).max(1);
                 let alive: HashSet<usize> = running.values().copied().collect();
                 for index in (0..target).filter(|index| !alive.contains(index)) {
-                    let task = poller
-                        .clone()
-                        .receive_loop(index, stop.clone(), loops.clone());
+                    let task = poller.clone().receive_loop(
+                        index,
+                        stop.clone(),
+                        loops.clone(),
+                        quiet.clone(),
+                    );
                     running.insert(tasks.spawn(task).id(), index);
                 }
             }
@@ -226,6 +233,7 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
         index: usize,
         mut stop: watch::Receiver<bool>,
         mut loops: watch::Receiver<usize>,
+        quiet: Arc<QuietQueue>,
     ) {
         let mut batcher = Batcher::new(self.limits());
         let mut receive_failures = 0u32;
@@ -236,7 +244,9 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
             let filled = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 _ = retired(&mut loops, index) => break,
-                filled = fill(&mut batcher, MAX_WAIT, |max, wait| self.receive(max, wait)) => filled,
+                filled = fill(&mut batcher, MAX_WAIT, |max, wait, idle| {
+                    self.receive(max, wait, idle, &quiet)
+                }) => filled,
             };
             for oversized in batcher.take_oversized() {
                 self.refuse_oversized(&mut batcher, oversized);
@@ -269,11 +279,20 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
     }
 
     /// One receive: counts what arrived, deletes what the filters drop, passes the rest on.
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Pending>, SqsError> {
+    /// With nothing gathered (`idle`) it waits for its turn while the queue is quiet.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        idle: bool,
+        quiet: &QuietQueue,
+    ) -> Result<Vec<Pending>, SqsError> {
+        let _turn = if idle { quiet.turn().await } else { None };
         let records = self
             .queue
             .receive(max.min(MAX_MESSAGES_PER_CALL), wait)
             .await?;
+        quiet.received(records.len(), idle);
         self.metrics.polled.inc_by(records.len() as u64);
         let mut pass = Vec::with_capacity(records.len());
         let mut dropped = Vec::new();

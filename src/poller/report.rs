@@ -33,8 +33,10 @@ pub const ACTIVITY_PERIOD: Duration = Duration::from_secs(60);
 /// A report not renewed for this long is from a replica that is gone.
 const REPORT_LIFETIME: Duration = Duration::from_secs(30);
 
-/// Reports `activity` for `mapping` every [`REPORT_INTERVAL`] until `stop` turns true. A
-/// failed write is logged and tried again next time.
+/// Reports `activity` for `mapping` until `stop` turns true: looks every [`REPORT_INTERVAL`],
+/// writes when the report changed, and renews one that says something before it lapses. An
+/// idle replica writes nothing at all: its lapsed (or never written) report counts as zero,
+/// which is what it would say. A failed write is logged and tried again next time.
 pub async fn report_activity(
     mapping: EventSourceMapping,
     api: Api<Lease>,
@@ -44,15 +46,47 @@ pub async fn report_activity(
 ) {
     let mut ticker = tokio::time::interval(REPORT_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut written: Option<Written> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let snapshot = activity.snapshot(ACTIVITY_PERIOD);
-        if let Err(err) = write(&api, &mapping, &holder, snapshot, Timestamp::now()).await {
-            tracing::warn!(mapping = %mapping.name_any(), error = %err, "cannot report poller activity");
+        let now = tokio::time::Instant::now();
+        if !needs_write(written, snapshot, now) {
+            continue;
         }
+        match write(&api, &mapping, &holder, snapshot, Timestamp::now()).await {
+            Ok(()) => written = Some(Written { snapshot, at: now }),
+            Err(err) => {
+                tracing::warn!(mapping = %mapping.name_any(), error = %err, "cannot report poller activity")
+            }
+        }
+    }
+}
+
+/// The last report written, and when.
+#[derive(Clone, Copy)]
+struct Written {
+    snapshot: ActivitySnapshot,
+    at: tokio::time::Instant,
+}
+
+/// Renewed this long after its last write, so a report that says something never lapses
+/// (one interval of margin for the write itself).
+const RENEW_AFTER: Duration = REPORT_LIFETIME.saturating_sub(REPORT_INTERVAL);
+
+fn needs_write(
+    written: Option<Written>,
+    snapshot: ActivitySnapshot,
+    now: tokio::time::Instant,
+) -> bool {
+    let idle = snapshot == ActivitySnapshot::default();
+    match written {
+        None => !idle,
+        Some(written) if written.snapshot != snapshot => true,
+        Some(written) => !idle && now.duration_since(written.at) >= RENEW_AFTER,
     }
 }
 
@@ -205,6 +239,42 @@ mod tests {
                 ..LeaseSpec::default()
             }),
         }
+    }
+
+    #[test]
+    fn reports_are_written_on_change_and_renewed_only_while_they_say_something() {
+        let start = tokio::time::Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let idle = ActivitySnapshot::default();
+        let busy = ActivitySnapshot {
+            active_groups: 0,
+            busy_loops: 3,
+        };
+        let written = |snapshot, seconds| {
+            Some(Written {
+                snapshot,
+                at: at(seconds),
+            })
+        };
+        assert!(
+            !needs_write(None, idle, at(0)),
+            "an idle replica never writes"
+        );
+        assert!(needs_write(None, busy, at(0)));
+        assert!(!needs_write(written(busy, 0), busy, at(10)));
+        assert!(
+            needs_write(written(busy, 0), busy, at(20)),
+            "renewed before it lapses"
+        );
+        assert!(
+            needs_write(written(busy, 0), idle, at(10)),
+            "a change is written"
+        );
+        assert!(
+            !needs_write(written(idle, 0), idle, at(3600)),
+            "idle: nothing to renew"
+        );
+        assert!(RENEW_AFTER + REPORT_INTERVAL <= REPORT_LIFETIME);
     }
 
     #[test]

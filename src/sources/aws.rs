@@ -1,10 +1,12 @@
 //! The AWS SDK configuration of a mapping's connection (region, endpoint override, credentials),
 //! shared by every source.
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
@@ -55,46 +57,70 @@ pub enum CredentialsError {
     },
 }
 
-/// The SDK configuration for `connection`: its region and endpoint when set, credentials from
-/// its Secret (read through the Kubernetes API) or else the default AWS chain (env, web
-/// identity / IRSA, EKS pod identity). `field` is the connection's path in the spec, for
-/// errors (`spec.source.sqs`).
+/// What every AWS client of a process shares: the default credential chain with its cache
+/// (web identity / EKS pod identity credentials are fetched once and refreshed before they
+/// expire, not once per mapping and again at every scaling read), the region and endpoint of
+/// the environment, and one HTTP client (its connection pools and TLS roots, ~0.2 MiB each).
+/// A connection's configuration is this with the connection's region, endpoint and Secret
+/// credentials on top. One per process (per tokio runtime: pooled connections belong to the
+/// runtime that opened them).
+#[derive(Clone, Debug)]
+pub struct AwsBase(Arc<SdkConfig>);
+
+impl AwsBase {
+    /// From the environment. Its call timeouts allow SQS's longest receive wait; the stream
+    /// sources shorten them (their calls never wait).
+    pub async fn load() -> Self {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(call_timeouts(crate::sources::sqs::MAX_WAIT))
+            .load()
+            .await;
+        Self(Arc::new(config))
+    }
+
+    /// `connection`'s configuration: its region and endpoint when set, the default credential
+    /// chain.
+    pub fn connection(&self, connection: &AwsConnection) -> SdkConfig {
+        let mut builder = self.0.to_builder();
+        if let Some(region) = &connection.region {
+            builder.set_region(Some(Region::new(region.clone())));
+        }
+        if let Some(endpoint) = &connection.endpoint_url {
+            builder.set_endpoint_url(Some(endpoint.clone()));
+        }
+        builder.build()
+    }
+}
+
+/// The SDK configuration for `connection` ([`AwsBase::connection`]) with credentials from its
+/// Secret (read through the Kubernetes API) when it names one. `field` is the connection's
+/// path in the spec, for errors (`spec.source.sqs`).
 pub async fn sdk_config(
+    base: &AwsBase,
     client: &kube::Client,
     namespace: &str,
     connection: &AwsConnection,
     field: &str,
 ) -> Result<SdkConfig, CredentialsError> {
-    let mut loader = loader(connection);
-    if let Some(reference) = &connection.credentials_secret_ref {
-        let field = format!("{field}.credentialsSecretRef");
-        let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-            .get(&reference.name)
-            .await
-            .map_err(|source| CredentialsError::Read {
-                field: field.clone(),
-                namespace: namespace.to_owned(),
-                name: reference.name.clone(),
-                source: Box::new(source),
-            })?;
-        loader = loader.credentials_provider(credentials_from_secret(&secret, reference, &field)?);
-    }
-    Ok(loader.load().await)
-}
-
-/// The SDK configuration loader for `connection`'s region and endpoint, with the default AWS
-/// credential chain. Its call timeouts allow SQS's longest receive wait; the stream sources
-/// shorten them (their calls never wait).
-pub fn loader(connection: &AwsConnection) -> aws_config::ConfigLoader {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(call_timeouts(crate::sources::sqs::MAX_WAIT));
-    if let Some(region) = &connection.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &connection.endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-    }
-    loader
+    let config = base.connection(connection);
+    let Some(reference) = &connection.credentials_secret_ref else {
+        return Ok(config);
+    };
+    let field = format!("{field}.credentialsSecretRef");
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(&reference.name)
+        .await
+        .map_err(|source| CredentialsError::Read {
+            field: field.clone(),
+            namespace: namespace.to_owned(),
+            name: reference.name.clone(),
+            source: Box::new(source),
+        })?;
+    let credentials = credentials_from_secret(&secret, reference, &field)?;
+    Ok(config
+        .into_builder()
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .build())
 }
 
 /// Static credentials from a Secret's keys (defaults `AWS_ACCESS_KEY_ID`,

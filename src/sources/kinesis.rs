@@ -206,7 +206,9 @@ mod tests {
             endpoint_url: Some("http://127.0.0.1:1".into()),
             ..Default::default()
         };
-        let sdk = super::super::aws::loader(&connection).load().await;
+        let sdk = super::super::aws::AwsBase::load()
+            .await
+            .connection(&connection);
         let timeouts = sdk.timeout_config().expect("timeouts");
         assert_eq!(
             timeouts.operation_attempt_timeout(),

@@ -12,6 +12,7 @@ use esm_operator::api::EventSourceMapping;
 use esm_operator::poller::checkpoint::{CHECKPOINT_ANNOTATION, SHARD_ID_ANNOTATION};
 use esm_operator::poller::metrics::PollerMetrics;
 use esm_operator::poller::{PollerContext, PollerHandle, run_mapping};
+use esm_operator::sources::aws::AwsBase;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
@@ -92,21 +93,21 @@ impl Fixture {
     /// proxy).
     pub fn start_with(&self, client: Client, name: &str, holder: &str) -> Poller {
         let registry = Registry::new();
-        let context = PollerContext {
-            client,
-            metrics: PollerMetrics::new(&registry).unwrap(),
-            holder: holder.into(),
-            lease_duration: LEASE_DURATION,
-            spans: Default::default(),
-        };
+        let metrics = PollerMetrics::new(&registry).unwrap();
+        let holder = holder.to_owned();
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_mapping(
-            context,
-            self.ns().into(),
-            name.into(),
-            PollerHandle::default(),
-            stopped,
-        ));
+        let (namespace, name) = (self.ns().to_owned(), name.to_owned());
+        let task = tokio::spawn(async move {
+            let context = PollerContext {
+                client,
+                metrics,
+                holder,
+                lease_duration: LEASE_DURATION,
+                spans: Default::default(),
+                aws: AwsBase::load().await,
+            };
+            run_mapping(context, namespace, name, PollerHandle::default(), stopped).await
+        });
         Poller {
             stop,
             task,

@@ -22,6 +22,10 @@ struct QueueState {
     /// Message ids whose next delete fails (retryable), and ids whose deletes always fail.
     delete_fails_once: Vec<String>,
     delete_refused: Vec<String>,
+    /// Receives started, and the most in flight at once.
+    receives: usize,
+    receiving: usize,
+    most_receiving: usize,
 }
 
 #[derive(Clone, Default)]
@@ -43,6 +47,7 @@ impl Queue for FakeQueue {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsRecord>, SqsError> {
         {
             let mut state = self.state();
+            state.receives += 1;
             if state.receive_errors > 0 {
                 state.receive_errors -= 1;
                 return Err(SqsError {
@@ -58,7 +63,13 @@ impl Queue for FakeQueue {
                 return Ok(records);
             }
         }
+        {
+            let mut state = self.state();
+            state.receiving += 1;
+            state.most_receiving = state.most_receiving.max(state.receiving);
+        }
         tokio::time::sleep(wait).await;
+        self.state().receiving -= 1;
         Ok(Vec::new())
     }
 
@@ -570,6 +581,56 @@ async fn receive_loops_follow_a_changed_count() {
     target.take_most();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(target.take_most(), 1, "four loops ended");
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let state = queue.state();
+    assert!(state.released.is_empty() && state.in_flight.len() == state.deleted.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_queue_has_one_long_poll_and_messages_wake_every_loop() {
+    let queue = FakeQueue::default();
+    let target = SlowTarget::default();
+    let poller = QueuePoller {
+        queue: queue.clone(),
+        target: target.clone(),
+        filters: FilterSet::default(),
+        settings: settings(10, 10),
+        metrics: MappingMetrics::detached(),
+        results: ProcessingResults::default(),
+        activity: Activity::default(),
+        spans: Default::default(),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(poller.run(stop_rx));
+    // The first long polls of all ten loops come back empty after 20 s: the queue is quiet,
+    // and from then on one loop long-polls at a time.
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    {
+        let mut state = queue.state();
+        assert_eq!(state.receives, 11, "ten first polls, then one listener");
+        state.receives = 0;
+        state.most_receiving = 0;
+    }
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    {
+        let state = queue.state();
+        assert_eq!(
+            state.most_receiving, 1,
+            "one long poll at a time while quiet"
+        );
+        assert_eq!(state.receives, 10, "one long poll per 20 s");
+    }
+
+    // Messages: the listening loop receives 10 (the fake hands them out when its wait ends),
+    // and every loop polls again: ten calls at once.
+    queue
+        .state()
+        .visible
+        .extend((0..1000).map(|i| record(&format!("m{i}"), "{}", None)));
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(target.take_most(), 10, "every loop busy again");
 
     stop.send(true).unwrap();
     task.await.unwrap();

@@ -51,7 +51,7 @@ where
         loop {
             let filled = tokio::select! {
                 _ = drained.wait_for(|d| *d) => return,
-                filled = fill(&mut batcher, LANE_IDLE_WAIT, |_, wait| {
+                filled = fill(&mut batcher, LANE_IDLE_WAIT, |_, wait, _| {
                     let receiver = &receiver;
                     async move { receive(&mut *receiver.lock().await, wait).await }
                 }) => filled,
