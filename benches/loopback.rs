@@ -3,353 +3,42 @@
 //! answers 200 at once. Prints one table row per figure; asserts nothing about time.
 //!
 //! ```sh
-//! cargo bench --bench loopback -- sqs sqs-fauxqs kinesis scale-kinesis scale-sqs controller
+//! cargo bench --bench loopback -- sqs sqs-fauxqs kinesis scale-kinesis scale-sqs idle-scale controller
 //! ```
 //! Sizes come from the environment: `BENCH_SQS_MESSAGES_MOTO` (default 1500),
 //! `BENCH_SQS_MESSAGES_FAUXQS` (10000), `BENCH_KINESIS_RECORDS` (20000) put at
 //! `BENCH_KINESIS_RATE` records/s (2000), `BENCH_IDLE_SECONDS` (30), `BENCH_SCALE_SHARDS` (64),
-//! `BENCH_SCALE_MAPPINGS` (50), `BENCH_SCALE_MESSAGES` (2000), `BENCH_CONTROLLER_MAPPINGS` (100).
+//! `BENCH_SCALE_MAPPINGS` (50), `BENCH_SCALE_MESSAGES` (2000), `BENCH_IDLE_SCALE_MAPPINGS` (1000,
+//! the largest step of 1, 10, 100, 1000), `BENCH_CONTROLLER_MAPPINGS` (100).
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 
+mod common;
+
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client as KinesisClient;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use aws_sdk_kinesis::types::StreamStatus;
 use aws_sdk_sqs::Client as SqsClient;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::post;
-use base64::Engine as _;
+use common::{
+    Operator, READY_TIMEOUT, Report, Sink, create_queue, env_or, put_kinesis, send_sqs,
+    stamped_body,
+};
 use esm_operator::api::EventSourceMapping;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde::Deserialize;
 use support::control_plane::{ControlPlane, crd_path};
 use support::emulators::Emulators;
 
-const OPERATOR: &str = env!("CARGO_BIN_EXE_esm-operator");
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// SQS backlog kept at most this deep: moto slows with the square of queue depth.
 const SQS_MAX_BACKLOG: u64 = 100;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
-}
-
-/// A record body: the put time in Unix nanoseconds, then padding to `len` bytes.
-fn stamped_body(len: usize) -> String {
-    let mut body = unix_nanos().to_string();
-    body.push(' ');
-    while body.len() < len {
-        body.push('x');
-    }
-    body
-}
-
-// ---------------------------------------------------------------------------------------------
-// The sink
-
-/// Counts delivered records and their put-to-target latency; answers 200 with no body.
-#[derive(Clone, Default)]
-struct Sink {
-    delivered: Arc<AtomicU64>,
-    latencies_us: Arc<Mutex<Vec<u64>>>,
-}
-
-#[derive(Deserialize)]
-struct Event {
-    #[serde(rename = "Records")]
-    records: Vec<EventRecord>,
-}
-
-#[derive(Deserialize)]
-struct EventRecord {
-    /// SQS.
-    body: Option<String>,
-    kinesis: Option<KinesisData>,
-}
-
-#[derive(Deserialize)]
-struct KinesisData {
-    /// Base64.
-    data: String,
-}
-
-impl EventRecord {
-    /// When the record was put, from the stamp at the start of its body or data.
-    fn put_nanos(&self) -> Option<u64> {
-        let decoded;
-        let text = match (&self.body, &self.kinesis) {
-            (Some(body), _) => body.as_str(),
-            (None, Some(kinesis)) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(&kinesis.data)
-                    .ok()?;
-                decoded = String::from_utf8(bytes).ok()?;
-                decoded.as_str()
-            }
-            (None, None) => return None,
-        };
-        text.split(' ').next()?.parse().ok()
-    }
-}
-
-impl Sink {
-    async fn start() -> (Self, String) {
-        let sink = Sink::default();
-        let app = Router::new()
-            .route("/", post(receive))
-            .layer(DefaultBodyLimit::max(8 * 1024 * 1024))
-            .with_state(sink.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("a loopback port");
-        let url = format!("http://{}/", listener.local_addr().expect("bound"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (sink, url)
-    }
-
-    fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed)
-    }
-
-    /// Latency percentiles since the last call, and forgets them.
-    fn take_latencies(&self) -> Latencies {
-        let mut all = std::mem::take(&mut *self.latencies_us.lock().expect("sink lock"));
-        all.sort_unstable();
-        let at = |q: f64| {
-            all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-                .map_or(0.0, |us| *us as f64 / 1000.0)
-        };
-        Latencies {
-            p50_ms: at(0.50),
-            p99_ms: at(0.99),
-        }
-    }
-
-    async fn wait_for(&self, count: u64, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.delivered() < count {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {count} records delivered within {timeout:?}",
-                self.delivered()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-struct Latencies {
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-async fn receive(State(sink): State<Sink>, body: Bytes) -> &'static str {
-    let now = unix_nanos();
-    let event: Event = serde_json::from_slice(&body).expect("a Lambda event");
-    let mut latencies = sink.latencies_us.lock().expect("sink lock");
-    for record in &event.records {
-        if let Some(put) = record.put_nanos() {
-            latencies.push(now.saturating_sub(put) / 1000);
-        }
-    }
-    sink.delivered
-        .fetch_add(event.records.len() as u64, Ordering::Relaxed);
-    ""
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-
-/// A process of the operator binary, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Operator {
-    child: Child,
-    admin: SocketAddr,
-}
-
-impl Operator {
-    fn start(args: &[&str], kubeconfig: &Path, log: PathBuf) -> Self {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let log = std::fs::File::create(&log).expect("a log file");
-        let child = Command::new(OPERATOR)
-            .args(args)
-            .args(["--admin-addr", &admin.to_string(), "--log-format", "json"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("POD_NAME", "bench-poller-0")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start esm-operator");
-        Self { child, admin }
-    }
-
-    async fn wait_ready(&self) {
-        let url = format!("http://{}/readyz", self.admin);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(response) = reqwest::get(&url).await
-                && response.status().is_success()
-            {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{url} not ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn usage(&self) -> Usage {
-        Usage::of(self.child.id())
-    }
-
-    /// Records and batches sent so far, from the poller metrics.
-    async fn batches(&self) -> Batches {
-        let text = reqwest::get(format!("http://{}/metrics", self.admin))
-            .await
-            .expect("/metrics answers")
-            .text()
-            .await
-            .expect("/metrics text");
-        let total = |name: &str| -> f64 {
-            text.lines()
-                .filter(|l| l.starts_with(name))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
-        Batches {
-            records: total("esm_poller_batch_size_records_sum"),
-            batches: total("esm_poller_batch_size_records_count"),
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Batches {
-    records: f64,
-    batches: f64,
-}
-
-impl Batches {
-    /// Mean records per batch since `earlier`.
-    fn mean_since(self, earlier: Batches) -> f64 {
-        (self.records - earlier.records) / (self.batches - earlier.batches).max(1.0)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// CPU time and memory of a process, from /proc.
-#[derive(Clone, Copy)]
-struct Usage {
-    cpu_seconds: f64,
-    rss_mib: f64,
-    peak_rss_mib: f64,
-}
-
-impl Usage {
-    fn of(pid: u32) -> Self {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-        // Fields after "(comm) ": state is field 3; utime and stime are fields 14 and 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(") ")
-            .expect("stat format")
-            .1
-            .split(' ')
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        let status =
-            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-        let kib = |key: &str| -> f64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-                .expect("a memory figure")
-        };
-        Usage {
-            cpu_seconds: ticks as f64 / clock_ticks_per_second(),
-            rss_mib: kib("VmRSS:") / 1024.0,
-            peak_rss_mib: kib("VmHWM:") / 1024.0,
-        }
-    }
-}
-
-fn clock_ticks_per_second() -> f64 {
-    let output = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .expect("getconf");
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("CLK_TCK")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reporting
-
-struct Report {
-    rows: Vec<(String, String, String)>,
-}
-
-impl Report {
-    fn row(&mut self, scenario: &str, figure: &str, value: String) {
-        println!("| {scenario} | {figure} | {value} |");
-        let _ = std::io::stdout().flush();
-        self.rows
-            .push((scenario.to_owned(), figure.to_owned(), value));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Setup shared by the scenarios
@@ -404,58 +93,6 @@ impl Bench {
         let mut args = vec!["controller", "--watch-namespace", &self.namespace];
         args.extend_from_slice(extra);
         Operator::start(&args, &self.plane.kubeconfig, self.logs.join(log))
-    }
-}
-
-async fn create_queue(sqs: &SqsClient, name: &str) -> String {
-    sqs.create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, "120")
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("a queue URL")
-}
-
-/// Sends `count` stamped messages to `queues` (round robin, batches of 10), keeping at most
-/// `max_backlog` sent but not delivered.
-async fn send_sqs(sqs: &SqsClient, queues: &[String], count: u64, sink: &Sink, max_backlog: u64) {
-    let start = sink.delivered();
-    let mut sent = 0u64;
-    let mut next_queue = 0;
-    while sent < count {
-        let mut waiting = Instant::now();
-        while sent.saturating_sub(sink.delivered() - start) >= max_backlog {
-            if waiting.elapsed() > Duration::from_secs(10) {
-                eprintln!(
-                    "sent {sent}, delivered {}: waiting for the backlog to drain",
-                    sink.delivered() - start
-                );
-                waiting = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let batch = (count - sent).min(10);
-        let entries = (0..batch)
-            .map(|i| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .message_body(stamped_body(200))
-                    .build()
-                    .expect("an entry")
-            })
-            .collect();
-        let output = sqs
-            .send_message_batch()
-            .queue_url(&queues[next_queue % queues.len()])
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("send messages");
-        assert!(output.failed.is_empty(), "{:?}", output.failed);
-        next_queue += 1;
-        sent += batch;
     }
 }
 
@@ -660,36 +297,6 @@ async fn kinesis_end_to_end(bench: &Bench, report: &mut Report, shards: i32) {
     );
 }
 
-/// Puts `count` stamped records with random partition keys, 100 per PutRecords, at about
-/// `rate` records per second.
-async fn put_kinesis(client: &KinesisClient, stream: &str, count: u64, rate: u64) {
-    let start = Instant::now();
-    let mut put = 0u64;
-    while put < count {
-        let due = start + Duration::from_secs_f64(put as f64 / rate as f64);
-        tokio::time::sleep_until(due.into()).await;
-        let batch = (count - put).min(100);
-        let entries = (0..batch)
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("key-{}", put + i))
-                    .data(Blob::new(stamped_body(200)))
-                    .build()
-                    .expect("an entry")
-            })
-            .collect();
-        let output = client
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("PutRecords");
-        assert_eq!(output.failed_record_count, Some(0), "PutRecords failures");
-        put += batch;
-    }
-}
-
 /// Part 3 (SQS): the in-process controller running N SQS mappings (fauxqs), idle and loaded.
 async fn sqs_scale(bench: &Bench, report: &mut Report) {
     let mappings = env_or("BENCH_SCALE_MAPPINGS", 50) as usize;
@@ -773,6 +380,75 @@ async fn sqs_scale(bench: &Bench, report: &mut Report) {
             loaded.peak_rss_mib
         ),
     );
+    drop(controller);
+}
+
+/// Part 3 (idle cost at scale): the in-process controller with 1, 10, 100 and 1,000 idle SQS
+/// mappings (fauxqs), so how idle cost grows with the number of mappings is a measured line.
+/// Each step adds mappings, waits until every new one has delivered a message (its pollers
+/// run), lets the first long polls end, then measures CPU and RSS over the idle period.
+async fn idle_scale(bench: &Bench, report: &mut Report) {
+    let largest = env_or("BENCH_IDLE_SCALE_MAPPINGS", 1000) as usize;
+    let seconds = env_or("BENCH_IDLE_SECONDS", 30);
+    let fauxqs = Emulators::start(&["fauxqs"]);
+    let sqs = SqsClient::new(&fauxqs.sdk_config("fauxqs"));
+    let controller = bench.controller(&["--pollers", "in-process"], "controller-idle-scale.log");
+    controller.wait_ready().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // CPU (% of a core) and RSS (MiB) over the idle period.
+    let measure = || {
+        let controller = &controller;
+        async move {
+            let before = controller.usage();
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let after = controller.usage();
+            let cpu = (after.cpu_seconds - before.cpu_seconds) / seconds as f64 * 100.0;
+            (cpu, after.rss_mib)
+        }
+    };
+    let (empty_cpu, empty_rss) = measure().await;
+    report.row(
+        "in-process controller, idle SQS mappings (fauxqs)",
+        "no mapping: CPU, RSS",
+        format!("{empty_cpu:.3}% of a core, {empty_rss:.1} MiB"),
+    );
+    let mut queues: Vec<String> = Vec::new();
+    for size in [1usize, 10, 100, 1000]
+        .into_iter()
+        .filter(|s| *s <= largest)
+    {
+        let mut added = Vec::new();
+        for index in queues.len()..size {
+            let queue = create_queue(&sqs, &format!("idle-{index}")).await;
+            bench
+                .mapping(
+                    &format!("idle-{index}"),
+                    bench.sqs_spec(&queue, fauxqs.endpoint("fauxqs"), 10),
+                )
+                .await;
+            added.push(queue);
+        }
+        let base = bench.sink.delivered();
+        send_sqs_one_each(&sqs, &added).await;
+        bench
+            .sink
+            .wait_for(base + added.len() as u64, READY_TIMEOUT * 5)
+            .await;
+        queues.extend(added);
+        // The receive loops' first long polls (20 s) end empty: from then on the steady state.
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let (cpu, rss) = measure().await;
+        let per = size as f64;
+        report.row(
+            "in-process controller, idle SQS mappings (fauxqs)",
+            &format!("{size} idle mapping(s): CPU total / per mapping, RSS total / per mapping"),
+            format!(
+                "{cpu:.3}% / {:.4}% of a core, {rss:.1} MiB / {:.3} MiB",
+                (cpu - empty_cpu).max(0.0) / per,
+                (rss - empty_rss).max(0.0) / per
+            ),
+        );
+    }
     drop(controller);
 }
 
@@ -887,12 +563,13 @@ async fn controller_latency(bench: &Bench, report: &mut Report) {
     );
 }
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "sqs",
     "sqs-fauxqs",
     "kinesis",
     "scale-kinesis",
     "scale-sqs",
+    "idle-scale",
     "controller",
 ];
 
@@ -914,7 +591,7 @@ fn main() {
             .keep();
         eprintln!("logs in {}", logs.display());
         let (sink, sink_url) = Sink::start().await;
-        let mut report = Report { rows: Vec::new() };
+        let mut report = Report::default();
         println!("| scenario | figure | value |\n|---|---|---|");
         for scenario in SCENARIOS {
             if !wants(scenario) {
@@ -939,6 +616,7 @@ fn main() {
                     kinesis_end_to_end(&bench, &mut report, shards).await
                 }
                 "scale-sqs" => sqs_scale(&bench, &mut report).await,
+                "idle-scale" => idle_scale(&bench, &mut report).await,
                 _ => controller_latency(&bench, &mut report).await,
             }
         }

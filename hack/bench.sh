@@ -6,6 +6,8 @@
 #   hack/bench.sh engine           # only the micro-benchmark
 #   hack/bench.sh loopback [NAME...]  # only the loopback ones (names: benches/loopback.rs)
 #   hack/bench.sh pods             # 5. on the real node of hack/start-cluster.sh (root; not in "all")
+#   hack/bench.sh peer             # 6. side by side with Benthos v4.27.0 (~30 min, plus ~30 min
+#                                  #    to build Benthos once; not in "all")
 #
 # Sizes of the loopback runs: BENCH_* variables, see benches/loopback.rs.
 set -euo pipefail
@@ -39,10 +41,21 @@ loopback() {
   cargo bench --locked --bench loopback -- "$@"
 }
 
+peer() {
+  printf '\n## 6. Side by side with the peer (Benthos v4.27.0)\n\n'
+  BENTHOS=$(hack/install-benthos.sh | tail -1)
+  export BENTHOS
+  KUBEBUILDER_ASSETS=$(hack/install-control-plane.sh | tail -1)
+  export KUBEBUILDER_ASSETS
+  hack/emulators.sh install
+  cargo bench --locked --bench peer
+}
+
 case $what in
   all) engine; loopback ;;
   engine) engine ;;
   loopback) loopback "$@" ;;
   pods) exec hack/bench-pods.sh ;;
-  *) echo "usage: hack/bench.sh [all | engine | loopback [NAME...] | pods]" >&2; exit 2 ;;
+  peer) peer ;;
+  *) echo "usage: hack/bench.sh [all | engine | loopback [NAME...] | pods | peer]" >&2; exit 2 ;;
 esac

@@ -38,10 +38,11 @@ trap 'exit 143' TERM
 need_go() { command -v go >/dev/null || die "go not found on PATH (${1:-Go >= 1.25 is needed to build Kubernetes $K8S_VERSION})"; }
 
 # Two runs at once (e.g. parallel test jobs, or the control-plane and node installs) would
-# build the same thing twice: one build at a time per cache.
+# build the same thing twice: one build at a time per binary directory (the Kubernetes binaries
+# share one), so the half-hour peer build of hack/bench.sh holds up no test dependency.
 lock_cache() {
   mkdir -p "$BIN" "$STAMPS" "$SRC"
-  exec 9>"$ROOT/.lock"
+  exec 9>"$BIN/.lock"
   if command -v flock >/dev/null; then
     flock 9
   fi
