@@ -275,6 +275,7 @@ EOF
       fi
       envs=(
         ESM_EMULATOR_BIND="$BIND"
+        ESM_EMULATOR_RELAY_PORTS="$port"
         KINESIS_MOCK_PLAIN_PORT="$port"
         KINESIS_MOCK_TLS_PORT="$tlsport"
         KINESIS_MOCK_CERT_PATH="$NPM_DIR/node_modules/kinesis-local/server.json"
@@ -296,7 +297,8 @@ EOF
         LOG_LEVEL="${ESM_KINESIS_LOG_LEVEL:-WARN}"
         ROOT_LOG_LEVEL=ERROR
       )
-      cmd=(node --require "$SRC_DIR/loopback.cjs" "$NPM_DIR/node_modules/kinesis-local/main.js")
+      cmd=(node --require "$SRC_DIR/loopback.cjs" --require "$SRC_DIR/reset-relay.cjs"
+        "$NPM_DIR/node_modules/kinesis-local/main.js")
       ;;
     dynamodb)
       command -v java >/dev/null || die "java not found: DynamoDB Local needs Java 17+"

@@ -195,6 +195,7 @@ async fn kinesis_and_target_faults() {
         kinesis_latency_and_jitter(),
         kinesis_blackhole_longer_than_the_call_timeout(),
         kinesis_bandwidth_limit(),
+        kinesis_connections_reset_mid_response(),
         target_answers_later_than_the_call_timeout(),
         target_connections_reset_mid_response(),
     );
@@ -251,6 +252,22 @@ async fn kinesis_bandwidth_limit() {
     // The limit stays: "recovered" is when everything was read through it.
     let (ledger, _) = rig
         .settle("Kinesis: answers limited to 16 KB/s throughout", started)
+        .await;
+    ledger.check(source_fault_bound());
+}
+
+async fn kinesis_connections_reset_mid_response() {
+    let rig = stream_rig("nf-reset", Through::Kinesis).await;
+    let (ledger, _) = rig
+        .through_fault(
+            "Kinesis: half the connections reset as the answer starts",
+            &[(
+                Toxic::ResetPeer { after: millis(0) },
+                Direction::Downstream,
+                0.5,
+            )],
+            FAULT,
+        )
         .await;
     ledger.check(source_fault_bound());
 }

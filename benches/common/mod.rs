@@ -21,7 +21,12 @@ use axum::routing::post;
 use base64::Engine as _;
 use serde::Deserialize;
 
-pub const OPERATOR: &str = env!("CARGO_BIN_EXE_esm-operator");
+/// The operator binary built with the benchmark, or `ESM_BENCH_OPERATOR` (another build, to
+/// compare two versions with the same benchmark).
+fn operator() -> String {
+    std::env::var("ESM_BENCH_OPERATOR")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_esm-operator").to_owned())
+}
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn env_or(name: &str, default: u64) -> u64 {
@@ -190,7 +195,7 @@ impl Operator {
     pub fn start(args: &[&str], kubeconfig: &Path, log: PathBuf) -> Self {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(&log).expect("a log file");
-        let child = Command::new(OPERATOR)
+        let child = Command::new(operator())
             .args(args)
             .args(["--admin-addr", &admin.to_string(), "--log-format", "json"])
             .env("KUBECONFIG", kubeconfig)
