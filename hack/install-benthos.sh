@@ -43,9 +43,13 @@ else
   tidy_wrapper "$dir" "Benthos $BENTHOS_VERSION"
   # -checklinkname=0: a parquet-go dependency reaches into the runtime with go:linkname, which
   # Go >= 1.23 refuses to link unless told to. cgo stays off, as in Benthos' release builds.
+  # The version stamps as its releases set them: built from a dependency module, its own
+  # lookup of the module version finds nothing ('benthos --version' would say "unknown").
   build benthos "$BENTHOS_VERSION" "$dir" github.com/benthosdev/benthos/v4/cmd/benthos "" \
     "Benthos $BENTHOS_VERSION was released for Go 1.21; if a newer Go refuses it, try GOTOOLCHAIN=go1.22.12." \
-    "-checklinkname=0"
+    "-checklinkname=0" \
+    "-X github.com/benthosdev/benthos/v4/internal/cli.Version=${BENTHOS_VERSION#v}" \
+    "-X github.com/benthosdev/benthos/v4/internal/cli.DateBuilt=$(module_time github.com/benthosdev/benthos/v4 "$BENTHOS_VERSION")"
 fi
 
 echo "$BIN/benthos"
