@@ -10,6 +10,8 @@ use tokio::task::JoinHandle;
 
 use super::status::Workload;
 use crate::api::EventSourceMapping;
+use crate::poller::queue::ActivitySnapshot;
+use crate::poller::report::ACTIVITY_PERIOD;
 use crate::poller::{PollerContext, PollerHandle, run_mapping};
 
 /// The pollers of every mapping this controller has seen, by `namespace/name`.
@@ -68,6 +70,21 @@ impl InProcessPollers {
             // The engine restarts on spec changes by itself; there is no rollout to wait for.
             rolled_out: true,
         }
+    }
+
+    /// What the mapping's pollers saw in the last [`ACTIVITY_PERIOD`] (nothing when they do
+    /// not run).
+    pub fn activity(&self, mapping: &EventSourceMapping) -> ActivitySnapshot {
+        let key = key(
+            &mapping.namespace().unwrap_or_default(),
+            &mapping.name_any(),
+        );
+        let running = self.running.lock().expect("pollers lock");
+        running
+            .get(&key)
+            .filter(|pollers| pollers.uid == mapping.metadata.uid)
+            .map(|pollers| pollers.handle.activity.snapshot(ACTIVITY_PERIOD))
+            .unwrap_or_default()
     }
 
     fn start(&self, mapping: &EventSourceMapping, concurrency: usize) -> RunningMapping {

@@ -27,7 +27,7 @@ pub use self::build::PollerConfig;
 use self::in_process::InProcessPollers;
 pub use self::reconcile::FIELD_MANAGER;
 pub use self::scaling::ScalingSettings;
-use self::signals::{SignalCache, SignalReader, SourceSignals};
+use self::signals::{ActivityReader, SignalCache, SignalReader, SourceSignals};
 use crate::admin::Readiness;
 use crate::api::EventSourceMapping;
 use crate::error::Error;
@@ -64,7 +64,7 @@ pub struct ControllerConfig {
 /// The pollers as the reconciler drives them.
 enum Pollers {
     Deployments(PollerConfig),
-    InProcess(InProcessPollers),
+    InProcess(Arc<InProcessPollers>),
 }
 
 /// Shared by every reconciliation.
@@ -199,20 +199,24 @@ pub async fn run(
                     return;
                 }
             };
-            Pollers::InProcess(InProcessPollers::new(PollerContext {
+            Pollers::InProcess(Arc::new(InProcessPollers::new(PollerContext {
                 client: client.clone(),
                 metrics: poller_metrics,
                 holder: poller::default_holder(),
                 lease_duration: poller::DEFAULT_LEASE_DURATION,
                 spans,
                 aws: aws.clone(),
-            }))
+            })))
         }
     };
     readiness.set(true);
     let signals = Box::new(SourceSignals {
         client: client.clone(),
         aws,
+        activity: match &pollers {
+            Pollers::InProcess(pollers) => ActivityReader::InProcess(pollers.clone()),
+            Pollers::Deployments(_) => ActivityReader::Leases,
+        },
     });
     // Children carry the mapping label; watching only those keeps the cache small.
     let children = watcher::Config::default().labels(&format!(

@@ -2,7 +2,7 @@
 //! stream, and what the pollers report through their presence Leases
 //! ([`crate::poller::report`]). Behind [`SignalReader`] so the reconciler can run without AWS.
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client, ResourceExt};
 use tokio::time::Instant;
 
+use super::in_process::InProcessPollers;
 use super::scaling::Signals;
 use crate::api::{AwsConnection, EventSourceMapping, SourceKind};
 use crate::poller::checkpoint::{KubeShardLeases, ShardLeaseStore, eligible_shards};
@@ -58,6 +59,15 @@ fn concise(error: &str) -> String {
 pub struct SourceSignals {
     pub client: Client,
     pub aws: AwsBase,
+    pub activity: ActivityReader,
+}
+
+/// Where the queue pollers' activity comes from: their replicas' report Leases, or, when the
+/// controller runs them itself, the pollers' own counters (no Lease written or listed: a list
+/// per mapping per scaling interval is most of an idle in-process mapping's API traffic).
+pub enum ActivityReader {
+    Leases,
+    InProcess(Arc<InProcessPollers>),
 }
 
 impl SignalReader for SourceSignals {
@@ -86,10 +96,15 @@ impl SourceSignals {
                 let (_, attributes) = SqsQueue::connect(&config, &sqs.queue_url)
                     .await
                     .map_err(|e| e.to_string())?;
-                let leases: Api<Lease> = Api::namespaced(self.client.clone(), &namespace);
-                let activity = read_activity(&leases, mapping, Timestamp::now())
-                    .await
-                    .map_err(|e| format!("cannot read the pollers' reports: {e}"))?;
+                let activity = match &self.activity {
+                    ActivityReader::InProcess(pollers) => pollers.activity(mapping),
+                    ActivityReader::Leases => {
+                        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &namespace);
+                        read_activity(&leases, mapping, Timestamp::now())
+                            .await
+                            .map_err(|e| format!("cannot read the pollers' reports: {e}"))?
+                    }
+                };
                 let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
                 Ok(if kind == SourceKind::SqsFifo {
                     Signals::FifoQueue {

@@ -32,6 +32,7 @@ pub struct PollerMetrics {
     destination_delivered: IntCounterVec,
     destination_failures: IntCounterVec,
     owned_shards: IntGaugeVec,
+    shard_interruptions: IntCounterVec,
     shard_records: IntCounterVec,
     shard_iterator_age: GaugeVec,
     shard_invocation_duration: HistogramVec,
@@ -149,6 +150,10 @@ impl PollerMetrics {
                 "Stream shards whose lease this replica holds",
                 LABELS,
             )?,
+            shard_interruptions: counter(
+                "esm_poller_shard_interruptions_total",
+                "Shards stopped without writing their last checkpoint (lease taken, or not renewed within its duration); what they finished since their last checkpoint is delivered again",
+            )?,
             shard_records,
             shard_iterator_age,
             shard_invocation_duration,
@@ -178,6 +183,7 @@ impl PollerMetrics {
             &self.dropped,
             &self.destination_delivered,
             &self.destination_failures,
+            &self.shard_interruptions,
         ] {
             let _ = counter.remove_label_values(&labels);
         }
@@ -217,6 +223,7 @@ impl PollerMetrics {
             dropped: counter(&self.dropped, stream),
             destination_delivered: counter(&self.destination_delivered, stream),
             destination_failures: counter(&self.destination_failures, stream),
+            shard_interruptions: counter(&self.shard_interruptions, stream),
             owned_shards: if stream {
                 self.owned_shards.with_label_values(&labels)
             } else {
@@ -261,6 +268,7 @@ pub struct MappingMetrics {
     pub destination_delivered: IntCounter,
     pub destination_failures: IntCounter,
     pub owned_shards: IntGauge,
+    pub shard_interruptions: IntCounter,
     per_shard: ShardFamilies,
 }
 
@@ -499,8 +507,8 @@ mod tests {
                 series.contains(&"esm_poller_records_polled_total".to_owned()),
                 "{name}"
             );
-            let queue_only = ["deleted", "delete_failures", "oversized"];
-            let stream_only = ["dropped", "destination", "owned_shards"];
+            let queue_only: &[&str] = &["deleted", "delete_failures", "oversized"];
+            let stream_only: &[&str] = &["dropped", "destination", "owned_shards", "interruptions"];
             let (present, absent) = if kind.is_stream() {
                 (stream_only, queue_only)
             } else {

@@ -121,8 +121,9 @@ pub struct PollerHandle {
     /// in-process controller reports as a ready replica.
     pub running: Readiness,
     /// In-process: the receive loops to run, the mapping's whole concurrency as the controller
-    /// decides it. `None`: a replica of a Deployment, running its share of that concurrency
-    /// as the mapping's status shows it ([`EventSourceMapping::replica_loops`]).
+    /// decides it (which reads `activity` here). `None`: a replica of a Deployment, running its
+    /// share of that concurrency as the mapping's status shows it
+    /// ([`EventSourceMapping::replica_loops`]) and reporting its activity in a Lease.
     pub loops: Option<watch::Receiver<usize>>,
 }
 
@@ -146,6 +147,8 @@ pub async fn run_mapping(
     let api: Api<EventSourceMapping> = Api::namespaced(context.client.clone(), &namespace);
     let results = ProcessingResults::default();
     let (mapping_tx, mut mapping) = watch::channel(None);
+    // In-process, the controller reads the activity from the handle: no report Lease.
+    let reports = loops.is_none();
     let loops = loops.unwrap_or_else(|| replica_loops(mapping.clone()));
     let watch_task = tokio::spawn(watch_mapping(api.clone(), name.clone(), mapping_tx));
     let status_task = tokio::spawn(status::write_results(
@@ -186,7 +189,7 @@ pub async fn run_mapping(
         let (stop_tx, stop_rx) = watch::channel(false);
         // Queue pollers report their activity for scaling; stream replicas announce themselves
         // through the presence Lease their lease balancing keeps (same name: one or the other).
-        let reporting = matches!(engine, Engine::Queue(_)).then(|| {
+        let reporting = (reports && matches!(engine, Engine::Queue(_))).then(|| {
             tokio::spawn(report::report_activity(
                 current.clone(),
                 Api::namespaced(context.client.clone(), &namespace),

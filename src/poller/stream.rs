@@ -359,6 +359,9 @@ where
         if exit == ShardExit::Expired {
             tracing::warn!(shard = %shard_id, "no lease renewal within the lease duration; shard stopped");
         }
+        if matches!(exit, ShardExit::Lost | ShardExit::Expired) {
+            self.metrics.shard_interruptions.inc();
+        }
         (shard_id, exit)
     }
 

@@ -174,6 +174,15 @@ impl Poller {
     }
 
     /// A counter of this poller's registry, summed over labels.
+    /// The duplicates at-least-once allows so far: the records of failed calls, and for each
+    /// shard stopped without writing its last checkpoint (`esm_poller_shard_interruptions_total`:
+    /// a lease not renewed in time on a busy machine is one) `per_interruption` records, what it
+    /// can finish between two checkpoint writes.
+    pub fn redeliveries_allowed(&self, per_interruption: u64) -> u64 {
+        self.counter("esm_poller_records_failed_total")
+            + self.counter("esm_poller_shard_interruptions_total") * per_interruption
+    }
+
     pub fn counter(&self, name: &str) -> u64 {
         self.registry
             .gather()
