@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use crate::api::{HttpEndpoint, Target};
 use crate::poller::retry::DiscardCondition;
-use crate::target::{CallError, HttpTarget, Invoke, TargetConfigError, TargetResponse};
+use crate::target::{
+    CallError, HttpTarget, Invoke, TargetClient, TargetConfigError, TargetResponse,
+};
 use crate::trace::TraceContext;
 
 /// What the destination is told about a discarded batch: Lambda's on-failure record for Kinesis
@@ -231,12 +233,16 @@ pub enum DestinationError {
 
 impl Destination {
     /// An HTTP endpoint receiving records by POST (`spec.destinationConfig.onFailure.http`).
-    pub fn http(endpoint: &HttpEndpoint, namespace: &str) -> Result<Self, DestinationError> {
+    pub fn http(
+        client: &TargetClient,
+        endpoint: &HttpEndpoint,
+        namespace: &str,
+    ) -> Result<Self, DestinationError> {
         let target = Target {
             endpoint: endpoint.clone(),
             timeout_seconds: None,
         };
-        HttpTarget::new(&target, namespace)
+        HttpTarget::new(client, &target, namespace)
             .map(Destination::Http)
             .map_err(|error| match error {
                 TargetConfigError::NoEndpoint => DestinationError::NoEndpoint,
@@ -425,7 +431,7 @@ mod tests {
             service: None,
             url: Some("not a url".into()),
         };
-        let error = Destination::http(&endpoint, "ns").unwrap_err();
+        let error = Destination::http(&TargetClient::new().unwrap(), &endpoint, "ns").unwrap_err();
         assert!(
             error
                 .to_string()

@@ -167,6 +167,10 @@ struct ControllerArgs {
     /// Seconds between two reads of a mapping's scaling signals (queue depth, shards, reports).
     #[arg(long, env = "ESM_SCALING_INTERVAL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     scaling_interval_seconds: u64,
+    /// Seconds between two reads for a queue with nothing waiting, in flight or being sent:
+    /// its pollers receive what arrives at once; only scaling up waits for the next read.
+    #[arg(long, env = "ESM_SCALING_IDLE_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    scaling_idle_interval_seconds: u64,
     /// In-process pollers export their spans themselves; Deployment pollers get the endpoint
     /// and service name as OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME.
     #[command(flatten)]
@@ -293,6 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_concurrency: args.scaling_max_concurrency,
                     scale_down_window: Duration::from_secs(args.scaling_scale_down_window_seconds),
                     interval: Duration::from_secs(args.scaling_interval_seconds),
+                    idle_interval: Duration::from_secs(args.scaling_idle_interval_seconds),
                 },
             };
             controller::run(client, config, metrics, readiness, shutdown_signal()).await;

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::api::{AwsConnection, HttpEndpoint, Target};
-use crate::target::{HttpTarget, Invoke};
+use crate::target::{HttpTarget, Invoke, TargetClient};
 
 /// Where the object is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,7 +62,9 @@ pub async fn replay(
     let (what, bytes) = read(object, connection).await?;
     let payload = batch_of(&what, &bytes)?;
     let records = payload["Records"].as_array().map_or(0, Vec::len);
+    let client = TargetClient::new().map_err(|error| ReplayError::Target(error.to_string()))?;
     let target = HttpTarget::new(
+        &client,
         &Target {
             endpoint: HttpEndpoint {
                 service: None,

@@ -26,7 +26,8 @@ use esm_operator::sources::sharded::{
     KinesisEncryption, KinesisRecord, RecordPayload, StreamRecord,
 };
 use esm_operator::target::{
-    CallError, HttpTarget, Invoke, MAX_RESPONSE_BYTES, Outcome, TargetResponse, classify,
+    CallError, HttpTarget, Invoke, MAX_RESPONSE_BYTES, Outcome, TargetClient, TargetResponse,
+    classify,
 };
 use esm_operator::trace::TraceContext;
 use serde_json::json;
@@ -182,7 +183,12 @@ impl Mapping {
     }
 
     fn target(self, url: &str) -> HttpTarget {
-        HttpTarget::new(&self.spec(url).target, "shop").expect("a valid target")
+        HttpTarget::new(
+            &TargetClient::new().unwrap(),
+            &self.spec(url).target,
+            "shop",
+        )
+        .expect("a valid target")
     }
 
     /// One call of a batch with `ids` through the real client, and its outcome.

@@ -226,7 +226,12 @@ async fn each_stream_call_is_one_span_with_the_target_s_trace_ids() {
     let poller = StreamPoller {
         stream: MemoryShard::new(STREAM_ARN, SHARD, records),
         leases: leases.store("replica-a", settings.lease_duration),
-        target: HttpTarget::new(&spec.target, "shop").unwrap(),
+        target: HttpTarget::new(
+            &esm_operator::target::TargetClient::new().unwrap(),
+            &spec.target,
+            "shop",
+        )
+        .unwrap(),
         // No destination: the poisoned records are dropped after their retry.
         destination: None::<Destination>,
         filters: Default::default(),
@@ -391,7 +396,12 @@ async fn each_queue_call_is_one_span_under_the_producer_s_span() {
     }));
     let poller = QueuePoller {
         queue,
-        target: HttpTarget::new(&spec.target, "shop").unwrap(),
+        target: HttpTarget::new(
+            &esm_operator::target::TargetClient::new().unwrap(),
+            &spec.target,
+            "shop",
+        )
+        .unwrap(),
         filters: Default::default(),
         settings: QueueSettings::from_spec(&spec),
         metrics: MappingMetrics::detached(),

@@ -585,6 +585,7 @@ async fn the_next_controller_resumes_a_scale_up_its_killed_predecessor_began() {
         max_concurrency: 1000,
         scale_down_window: Duration::from_secs(4),
         interval: Duration::from_secs(1),
+        idle_interval: Duration::from_secs(1),
     };
     let controller =
         RunningController::start_scaling(&fixture.client, fixture.ns(), settings.clone());

@@ -56,6 +56,7 @@ fn fast_settings() -> ScalingSettings {
         max_concurrency: 1000,
         scale_down_window: Duration::from_secs(4),
         interval: Duration::from_secs(1),
+        idle_interval: Duration::from_secs(1),
     }
 }
 

@@ -128,6 +128,7 @@ async fn start_poller(
         .await
         .expect("queue exists");
     let target = HttpTarget::new(
+        &esm_operator::target::TargetClient::new().unwrap(),
         &Target {
             endpoint: HttpEndpoint {
                 service: None,

@@ -196,7 +196,12 @@ async fn kinesis_records_past_their_age_are_dropped_counted_and_described() {
         PollerMetrics::new(&registry)
             .unwrap()
             .mapping(fixture.ns(), "orders", SourceKind::Kinesis);
-    let http = esm_operator::target::HttpTarget::new(&mapping.spec.target, fixture.ns()).unwrap();
+    let http = esm_operator::target::HttpTarget::new(
+        &esm_operator::target::TargetClient::new().unwrap(),
+        &mapping.spec.target,
+        fixture.ns(),
+    )
+    .unwrap();
     let poller = StreamPoller {
         stream: KinesisStream::new(
             &stream._emulator.sdk_config("kinesis"),
@@ -212,6 +217,7 @@ async fn kinesis_records_past_their_age_are_dropped_counted_and_described() {
         target: http,
         destination: Some(
             Destination::http(
+                &esm_operator::target::TargetClient::new().unwrap(),
                 &serde_json::from_value(json!({"url": destination.url})).unwrap(),
                 fixture.ns(),
             )

@@ -36,6 +36,7 @@ use crate::otlp::Exporter;
 use crate::poller::metrics::PollerMetrics;
 use crate::poller::{self, PollerContext};
 use crate::sources::aws::AwsBase;
+use crate::target::TargetClient;
 
 /// How often the series and in-process pollers of deleted mappings are removed.
 const DELETED_SWEEP: Duration = Duration::from_secs(5);
@@ -199,6 +200,13 @@ pub async fn run(
                     return;
                 }
             };
+            let targets = match TargetClient::new() {
+                Ok(client) => client,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot create the HTTP client of the targets");
+                    return;
+                }
+            };
             Pollers::InProcess(Arc::new(InProcessPollers::new(PollerContext {
                 client: client.clone(),
                 metrics: poller_metrics,
@@ -206,6 +214,7 @@ pub async fn run(
                 lease_duration: poller::DEFAULT_LEASE_DURATION,
                 spans,
                 aws: aws.clone(),
+                targets,
             })))
         }
     };

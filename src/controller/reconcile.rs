@@ -81,6 +81,9 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
         next.owned.scaling = Some(decision.status.clone());
     }
     update_status(&mapping, next, &ctx).await?;
+    let idle = decision
+        .as_ref()
+        .is_some_and(|d| scaling::idle_queue(&d.status.signals));
     if let Some(decision) = decision {
         ctx.metrics.scaled(
             &namespace,
@@ -96,7 +99,11 @@ pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<
     let next_look = if settling {
         SETTLE_POLL
     } else if validation.is_ok() && mapping.spec.enabled && !deleting {
-        ctx.scaling.interval
+        if idle {
+            ctx.scaling.idle_interval
+        } else {
+            ctx.scaling.interval
+        }
     } else {
         RESYNC
     };

@@ -37,6 +37,11 @@ pub struct ScalingSettings {
     pub scale_down_window: Duration,
     /// How often the controller reads each mapping's signals.
     pub interval: Duration,
+    /// How often instead for a queue with nothing waiting, nothing in flight and no busy
+    /// poller: its running pollers receive what arrives at once, only scaling up waits for the
+    /// next read (Lambda, too, adds queue pollers per minute). Most of an idle mapping's cost
+    /// is these reads.
+    pub idle_interval: Duration,
 }
 
 impl Default for ScalingSettings {
@@ -47,6 +52,7 @@ impl Default for ScalingSettings {
             max_concurrency: 1000,
             scale_down_window: Duration::from_secs(300),
             interval: Duration::from_secs(10),
+            idle_interval: Duration::from_secs(60),
         }
     }
 }
@@ -71,6 +77,17 @@ pub enum Signals {
         /// Receive loops of all pollers that sent a batch recently.
         busy_batches: u32,
     },
+}
+
+/// A queue with nothing waiting, nothing in flight and no poller busy (no active FIFO group):
+/// read at [`ScalingSettings::idle_interval`].
+pub fn idle_queue(signals: &ScalingSignals) -> bool {
+    let zero = |n: Option<u64>| n == Some(0);
+    let none = |n: Option<u32>| n.is_none_or(|n| n == 0);
+    zero(signals.visible_messages)
+        && zero(signals.in_flight_messages)
+        && none(signals.busy_batches)
+        && none(signals.active_message_groups)
 }
 
 impl Signals {

@@ -47,7 +47,7 @@ use crate::sources::dynamodb_streams::DynamoDbStream;
 use crate::sources::kinesis::{KinesisStream, KinesisStreamId};
 use crate::sources::sharded::{ShardedStream, StreamError};
 use crate::sources::sqs::{SqsError, SqsQueue, check_visibility_timeout};
-use crate::target::{HttpTarget, TargetConfigError};
+use crate::target::{HttpTarget, TargetClient, TargetConfigError};
 
 /// Time in-flight batches get after a stop, beyond the target timeout, before they are
 /// abandoned (their messages come back after the visibility timeout).
@@ -95,6 +95,8 @@ pub struct PollerContext {
     pub spans: Exporter,
     /// What every AWS client of the process shares.
     pub aws: AwsBase,
+    /// The HTTP client of every target and HTTP destination of the process.
+    pub targets: TargetClient,
 }
 
 /// Shard lease duration unless configured (`--lease-duration-seconds`).
@@ -280,7 +282,7 @@ async fn setup(
             .iter()
             .flat_map(|c| c.filters.iter().map(|f| f.pattern.as_str())),
     )?;
-    let target = HttpTarget::new(&spec.target, namespace)?;
+    let target = HttpTarget::new(&context.targets, &spec.target, namespace)?;
     if let Some(sqs) = &spec.source.sqs {
         let config =
             sdk_config(&context.aws, client, namespace, &sqs.aws, "spec.source.sqs").await?;
@@ -331,7 +333,9 @@ async fn setup(
                 let config = sdk_config(&context.aws, client, namespace, &s3.aws, field).await?;
                 Some(Destination::S3(S3Destination::new(&config, s3)))
             }
-            (None, None, None, Some(http)) => Some(Destination::http(http, namespace)?),
+            (None, None, None, Some(http)) => {
+                Some(Destination::http(&context.targets, http, namespace)?)
+            }
             (None, None, None, None) => None,
         },
         None => None,
@@ -579,6 +583,7 @@ pub async fn run(
         lease_duration,
         spans,
         aws: AwsBase::load().await,
+        targets: TargetClient::new()?,
     };
     run_mapping(context, namespace, name, handle, shutdown).await;
     admin.await??;

@@ -13,6 +13,7 @@ use esm_operator::poller::checkpoint::{CHECKPOINT_ANNOTATION, SHARD_ID_ANNOTATIO
 use esm_operator::poller::metrics::PollerMetrics;
 use esm_operator::poller::{PollerContext, PollerHandle, run_mapping};
 use esm_operator::sources::aws::AwsBase;
+use esm_operator::target::TargetClient;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
@@ -105,6 +106,7 @@ impl Fixture {
                 lease_duration: LEASE_DURATION,
                 spans: Default::default(),
                 aws: AwsBase::load().await,
+                targets: TargetClient::new().unwrap(),
             };
             run_mapping(context, namespace, name, PollerHandle::default(), stopped).await
         });

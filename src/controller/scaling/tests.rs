@@ -526,3 +526,32 @@ fn replica_loops_divide_by_the_replicas_still_running() {
     let capped = standard(serde_json::json!({"scalingConfig": {"maximumConcurrency": 3}}));
     assert_eq!(EventSourceMapping::new("orders", capped).replica_loops(), 3);
 }
+
+#[test]
+fn only_an_empty_quiet_queue_is_read_at_the_idle_interval() {
+    let queue = |visible, in_flight, busy| ScalingSignals {
+        visible_messages: Some(visible),
+        in_flight_messages: Some(in_flight),
+        busy_batches: Some(busy),
+        ..ScalingSignals::default()
+    };
+    assert!(idle_queue(&queue(0, 0, 0)));
+    assert!(!idle_queue(&queue(1, 0, 0)), "messages waiting");
+    assert!(!idle_queue(&queue(0, 3, 0)), "messages in flight");
+    assert!(!idle_queue(&queue(0, 0, 2)), "pollers busy in the last minute");
+    let fifo = ScalingSignals {
+        active_message_groups: Some(4),
+        ..queue(0, 0, 0)
+    };
+    assert!(!idle_queue(&fifo), "FIFO groups active");
+    let stream = ScalingSignals {
+        open_shards: Some(4),
+        readable_shards: Some(4),
+        ..ScalingSignals::default()
+    };
+    assert!(!idle_queue(&stream), "streams keep the interval (resharding)");
+    assert!(
+        !idle_queue(&ScalingSignals::default()),
+        "unread signals are no reason to wait"
+    );
+}
