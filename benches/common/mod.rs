@@ -63,16 +63,11 @@ pub struct Sink {
     latencies_us: Arc<Mutex<Vec<u64>>>,
 }
 
-/// What a call to the sink carries: the operator's Lambda event, or the peer's batch (a JSON
-/// array of the records' bodies or data, made by its `archive` processor).
+/// What a call from the operator carries: a Lambda event.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Delivery {
-    Event {
-        #[serde(rename = "Records")]
-        records: Vec<EventRecord>,
-    },
-    Contents(Vec<String>),
+struct Event {
+    #[serde(rename = "Records")]
+    records: Vec<EventRecord>,
 }
 
 #[derive(Deserialize)]
@@ -165,10 +160,14 @@ pub struct Latencies {
 
 async fn receive(State(sink): State<Sink>, body: Bytes) -> &'static str {
     let now = unix_nanos();
-    let stamps: Vec<Option<u64>> = match serde_json::from_slice(&body).expect("an event or a batch")
-    {
-        Delivery::Event { records } => records.iter().map(EventRecord::put_nanos).collect(),
-        Delivery::Contents(contents) => contents.iter().map(|c| stamp_of(c)).collect(),
+    // The operator sends a Lambda event; the peer a batch of bodies (or data), one per line
+    // (its `archive: lines`).
+    let stamps: Vec<Option<u64>> = match serde_json::from_slice::<Event>(&body) {
+        Ok(event) => event.records.iter().map(EventRecord::put_nanos).collect(),
+        Err(_) => String::from_utf8_lossy(&body)
+            .lines()
+            .map(stamp_of)
+            .collect(),
     };
     let mut latencies = sink.latencies_us.lock().expect("sink lock");
     latencies.extend(

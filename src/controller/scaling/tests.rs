@@ -538,7 +538,10 @@ fn only_an_empty_quiet_queue_is_read_at_the_idle_interval() {
     assert!(idle_queue(&queue(0, 0, 0)));
     assert!(!idle_queue(&queue(1, 0, 0)), "messages waiting");
     assert!(!idle_queue(&queue(0, 3, 0)), "messages in flight");
-    assert!(!idle_queue(&queue(0, 0, 2)), "pollers busy in the last minute");
+    assert!(
+        !idle_queue(&queue(0, 0, 2)),
+        "pollers busy in the last minute"
+    );
     let fifo = ScalingSignals {
         active_message_groups: Some(4),
         ..queue(0, 0, 0)
@@ -549,7 +552,10 @@ fn only_an_empty_quiet_queue_is_read_at_the_idle_interval() {
         readable_shards: Some(4),
         ..ScalingSignals::default()
     };
-    assert!(!idle_queue(&stream), "streams keep the interval (resharding)");
+    assert!(
+        !idle_queue(&stream),
+        "streams keep the interval (resharding)"
+    );
     assert!(
         !idle_queue(&ScalingSignals::default()),
         "unread signals are no reason to wait"
