@@ -167,6 +167,7 @@ fn run_queue_engine(
             window: Duration::from_secs(1),
             loops: 1,
             report_batch_item_failures: true,
+            one_long_poll_when_quiet: true,
         },
         metrics: MappingMetrics::detached(),
         results: ProcessingResults::default(),

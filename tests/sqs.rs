@@ -106,6 +106,7 @@ fn settings(batch_size: usize, loops: usize, report: bool) -> QueueSettings {
         window: Duration::ZERO,
         loops,
         report_batch_item_failures: report,
+        one_long_poll_when_quiet: true,
     }
 }
 

@@ -47,6 +47,11 @@ pub struct QueueSettings {
     /// Receive loops of this replica (`poller.batchesPerReplica`).
     pub loops: usize,
     pub report_batch_item_failures: bool,
+    /// One long poll per replica while the queue is empty ([`quiet`]). Off for FIFO queues:
+    /// waking every loop at once when messages come puts their receives side by side, and an
+    /// emulator whose FIFO group lock is not atomic (moto) then hands out a group's later
+    /// message to one loop while another holds the earlier one (seen once in tests/pods.rs).
+    pub one_long_poll_when_quiet: bool,
 }
 
 impl QueueSettings {
@@ -56,6 +61,7 @@ impl QueueSettings {
             window: spec.batching_window(),
             loops: spec.batches_per_replica().max(1) as usize,
             report_batch_item_failures: spec.reports_batch_item_failures(),
+            one_long_poll_when_quiet: spec.source_kind() != Some(crate::api::SourceKind::SqsFifo),
         }
     }
 }
@@ -287,6 +293,7 @@ impl<Q: Queue, T: Invoke> QueuePoller<Q, T> {
         idle: bool,
         quiet: &QuietQueue,
     ) -> Result<Vec<Pending>, SqsError> {
+        let idle = idle && self.settings.one_long_poll_when_quiet;
         let _turn = if idle { quiet.turn().await } else { None };
         let records = self
             .queue

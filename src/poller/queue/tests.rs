@@ -202,6 +202,7 @@ fn settings(batch_size: usize, loops: usize) -> QueueSettings {
         window: Duration::ZERO,
         loops,
         report_batch_item_failures: true,
+        one_long_poll_when_quiet: true,
     }
 }
 
