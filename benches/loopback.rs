@@ -26,13 +26,12 @@ use aws_sdk_kinesis::Client as KinesisClient;
 use aws_sdk_kinesis::types::StreamStatus;
 use aws_sdk_sqs::Client as SqsClient;
 use common::{
-    Operator, READY_TIMEOUT, Report, Sink, create_queue, env_or, put_kinesis, send_sqs,
-    stamped_body,
+    Operator, READY_TIMEOUT, Report, Sink, create_mapping, create_queue, env_or, put_kinesis,
+    send_sqs, stamped_body,
 };
-use esm_operator::api::EventSourceMapping;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use support::control_plane::{ControlPlane, crd_path};
 use support::emulators::Emulators;
@@ -54,17 +53,7 @@ struct Bench {
 
 impl Bench {
     async fn mapping(&self, name: &str, spec: serde_json::Value) {
-        let mapping: EventSourceMapping = serde_json::from_value(serde_json::json!({
-            "apiVersion": "esm.dev/v1alpha1",
-            "kind": "EventSourceMapping",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("a valid mapping");
-        Api::<EventSourceMapping>::namespaced(self.client.clone(), &self.namespace)
-            .create(&PostParams::default(), &mapping)
-            .await
-            .expect("create the mapping");
+        create_mapping(&self.client, &self.namespace, name, spec).await;
     }
 
     fn sqs_spec(&self, queue_url: &str, endpoint: &str, batch_size: u32) -> serde_json::Value {

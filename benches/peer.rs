@@ -40,8 +40,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client as KinesisClient;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use aws_sdk_sqs::Client as SqsClient;
 use axum::Router;
 use axum::body::Bytes;
@@ -49,11 +47,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use common::{
-    Operator, READY_TIMEOUT, Sink, Usage, create_queue, env_or, free_port, send_sqs, stamped_body,
-    stop,
+    Operator, READY_TIMEOUT, Sink, Usage, create_mapping, create_queue, env_or, free_port,
+    put_stamped, send_sqs, stop,
 };
-use esm_operator::api::EventSourceMapping;
-use kube::api::{Api, PostParams};
 use support::control_plane::{ControlPlane, crd_path};
 use support::emulators::{Emulators, kinesis_stream_active};
 
@@ -124,17 +120,7 @@ struct Peer {
 
 impl Peer {
     async fn mapping(&self, name: &str, spec: serde_json::Value) {
-        let mapping: EventSourceMapping = serde_json::from_value(serde_json::json!({
-            "apiVersion": "esm.dev/v1alpha1",
-            "kind": "EventSourceMapping",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("a valid mapping");
-        Api::<EventSourceMapping>::namespaced(self.client.clone(), &self.namespace)
-            .create(&PostParams::default(), &mapping)
-            .await
-            .expect("create the mapping");
+        create_mapping(&self.client, &self.namespace, name, spec).await;
     }
 
     async fn poller(&self, name: &str, spec: serde_json::Value) -> Running {
@@ -330,24 +316,8 @@ async fn put_evenly(client: &KinesisClient, stream: &str, count: u64) {
     let mut put = 0u64;
     while put < count {
         let batch = (count - put).min(500);
-        let entries = (put..put + batch)
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("key-{i}"))
-                    .explicit_hash_key(&keys[i as usize % keys.len()])
-                    .data(Blob::new(stamped_body(200)))
-                    .build()
-                    .expect("an entry")
-            })
-            .collect();
-        let output = client
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("PutRecords");
-        assert_eq!(output.failed_record_count, Some(0), "PutRecords failures");
+        let hash_key = |i: u64| Some(keys[i as usize % keys.len()].clone());
+        put_stamped(client, stream, put..put + batch, hash_key).await;
         put += batch;
     }
 }

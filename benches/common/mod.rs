@@ -422,23 +422,56 @@ pub async fn put_kinesis(client: &KinesisClient, stream: &str, count: u64, rate:
         let due = start + Duration::from_secs_f64(put as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
         let batch = (count - put).min(100);
-        let entries = (0..batch)
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("key-{}", put + i))
-                    .data(Blob::new(stamped_body(200)))
-                    .build()
-                    .expect("an entry")
-            })
-            .collect();
-        let output = client
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .expect("PutRecords");
-        assert_eq!(output.failed_record_count, Some(0), "PutRecords failures");
+        put_stamped(client, stream, put..put + batch, |_| None).await;
         put += batch;
     }
+}
+
+/// One PutRecords of stamped records `numbers` (partition key `key-N`), each with the explicit
+/// hash key `hash_key(N)` gives, if any.
+pub async fn put_stamped(
+    client: &KinesisClient,
+    stream: &str,
+    numbers: std::ops::Range<u64>,
+    hash_key: impl Fn(u64) -> Option<String>,
+) {
+    let entries = numbers
+        .map(|i| {
+            PutRecordsRequestEntry::builder()
+                .partition_key(format!("key-{i}"))
+                .set_explicit_hash_key(hash_key(i))
+                .data(Blob::new(stamped_body(200)))
+                .build()
+                .expect("an entry")
+        })
+        .collect();
+    let output = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await
+        .expect("PutRecords");
+    assert_eq!(output.failed_record_count, Some(0), "PutRecords failures");
+}
+
+/// Creates mapping `namespace/name` with `spec`.
+pub async fn create_mapping(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+) {
+    let mapping: esm_operator::api::EventSourceMapping =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "esm.dev/v1alpha1",
+            "kind": "EventSourceMapping",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("a valid mapping");
+    kube::Api::<esm_operator::api::EventSourceMapping>::namespaced(client.clone(), namespace)
+        .create(&kube::api::PostParams::default(), &mapping)
+        .await
+        .expect("create the mapping");
 }
