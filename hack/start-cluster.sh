@@ -34,7 +34,17 @@ mkdir -p "$CLUSTER_RUN"
 exec 8>"$CLUSTER_RUN/lock"
 flock -n 8 || die "another hack/start-cluster.sh or hack/stop-cluster.sh is running"
 if [[ -s $CLUSTER_RUN/pids ]]; then
-  die "a cluster is already running on this machine (or was not stopped): hack/stop-cluster.sh first (one cluster per machine: fixed ports $API_PORT, 10250, ...)"
+  if any_process_alive "$CLUSTER_RUN/pids"; then
+    die "a cluster is already running on this machine: hack/stop-cluster.sh first (one cluster per machine: fixed ports $API_PORT, 10250, ...)"
+  fi
+  # Left by a run that ended without stopping (killed, or a machine image taken while it ran):
+  # none of its processes runs, but its links, iptables chains and mounts may remain.
+  log "a cluster was not stopped, and none of its processes runs: cleaning up after it"
+  exec 8>&-
+  "$HACK/stop-cluster.sh"
+  mkdir -p "$CLUSTER_RUN"
+  exec 8>"$CLUSTER_RUN/lock"
+  flock -n 8 || die "another hack/start-cluster.sh or hack/stop-cluster.sh is running"
 fi
 
 started=$SECONDS

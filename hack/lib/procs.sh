@@ -13,12 +13,27 @@ start_process() {
   log "started $name (pid $!)"
 }
 
+# process_alive NAME PID: whether PID still runs the binary that was started under NAME
+# (pids get reused).
+process_alive() {
+  local comm
+  comm=$(cat "/proc/$2/comm" 2>/dev/null) || return 1
+  [[ $comm == "${1:0:15}" ]]
+}
+
+# any_process_alive PIDS: whether any process recorded in PIDS still runs.
+any_process_alive() {
+  local name pid
+  [[ -f $1 ]] || return 1
+  while read -r name pid; do process_alive "$name" "$pid" && return 0; done <"$1"
+  return 1
+}
+
 # stop_process NAME PID: TERM, then KILL after 10 s; only if PID still runs the binary that
-# was started under NAME (pids get reused).
+# was started under NAME.
 stop_process() {
-  local name=$1 pid=$2 comm
-  comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0
-  [[ $comm == "${name:0:15}" ]] || return 0
+  local name=$1 pid=$2
+  process_alive "$name" "$pid" || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
